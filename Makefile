@@ -1,0 +1,41 @@
+# crisis-stream: `make demo` and `make test` are the two commands a newcomer needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of torch, used only to export/quantize models (not by the worker).
+TORCH_SPEC ?= torch==2.13.0
+BUNDLE ?= models/minilm-crisis
+
+.PHONY: setup models demo test test-slow lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[local,build,dev]'
+	touch $@
+
+models: $(BUNDLE)/manifest.json
+
+$(BUNDLE)/manifest.json: $(VENV)/.installed
+	$(PY) -m stream models build --out $(BUNDLE)
+
+demo: models
+	$(PY) -m stream demo --bundle $(BUNDLE)
+
+test: models
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-slow: models
+	$(PY) -m pytest -q -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check stream tests bench scripts
+	$(VENV)/bin/ruff format --check stream tests bench scripts
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) $(BUNDLE) .pytest_cache .mypy_cache .ruff_cache

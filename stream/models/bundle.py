@@ -1,0 +1,155 @@
+"""Model bundles: a directory with ``manifest.json`` and the files it lists with sha256.
+
+A bundle is refused as a whole when any listed file is missing or its hash differs, so a
+worker never serves a half-copied or tampered model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stream.errors import BundleError, BundleIntegrityError
+from stream.models.heads import LinearHead
+from stream.models.text import TextEncoder
+
+__all__ = ["Bundle", "HeadSpec", "Manifest", "TextEncoderSpec", "load_bundle", "sha256_file"]
+
+Precision = Literal["int8", "fp32"]
+
+
+class TextEncoderSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    files: dict[str, str]
+    precision: str = "int8"
+    tokenizer: str = "tokenizer.json"
+    max_length: int = 128
+    dim: int = 384
+    pooling: Literal["mean"] = "mean"
+    normalize: bool = True
+    quantization: dict[str, Any] = Field(default_factory=dict)
+
+
+class HeadSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    task: str
+    kind: Literal["trained", "zero_shot", "prototype"] = "trained"
+    labels: list[str]
+    file: str
+    temperature: float = 1.0
+    review_threshold: float = 0.5
+    descriptions: dict[str, str] | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    format: int = 1
+    name: str
+    version: str
+    build_command: str = ""
+    built_from: dict[str, Any] = Field(default_factory=dict)
+    text_encoder: TextEncoderSpec
+    heads: list[HeadSpec]
+    files: dict[str, str]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    path = bundle_dir / "manifest.json"
+    if not path.is_file():
+        raise BundleError(
+            f"no model bundle at {bundle_dir} (manifest.json missing); build one with "
+            "`crisis-stream models build` or `make models`"
+        )
+    try:
+        return Manifest.model_validate(orjson.loads(path.read_bytes()))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        raise BundleError(f"invalid manifest {path}: {exc}") from exc
+
+
+def verify_files(bundle_dir: Path, manifest: Manifest, only: set[str] | None = None) -> None:
+    """Check every listed file (or those in ``only``) against its recorded sha256."""
+    for name, expected in manifest.files.items():
+        if only is not None and name not in only:
+            continue
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleIntegrityError(f"bundle {bundle_dir}: file {name} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleIntegrityError(
+                f"bundle {bundle_dir}: {name} has sha256 {actual[:12]}…, manifest says "
+                f"{expected[:12]}…; refusing a modified or partially copied bundle"
+            )
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle: the text encoder and one head per task."""
+
+    path: Path
+    manifest: Manifest
+    precision: str
+    encoder: TextEncoder
+    heads: list[LinearHead]
+    sha256: str
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The ``model`` block every output event carries."""
+        return {
+            "bundle": self.manifest.name,
+            "version": self.manifest.version,
+            "sha256": self.sha256,
+            "quantization": self.precision,
+        }
+
+
+def load_bundle(
+    bundle_dir: Path,
+    precision: str | None = None,
+    threads: int | None = None,
+    batch_size: int = 32,
+) -> Bundle:
+    """Load and verify a bundle; ``precision`` overrides the manifest's default encoder file."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    spec = manifest.text_encoder
+    prec = precision or spec.precision
+    if prec not in spec.files:
+        raise BundleError(
+            f"bundle {bundle_dir} has no {prec} text encoder (has {list(spec.files)})"
+        )
+    needed = {spec.files[prec], spec.tokenizer, *(h.file for h in manifest.heads)}
+    unlisted = needed - set(manifest.files)
+    if unlisted:
+        raise BundleIntegrityError(f"bundle {bundle_dir}: files without a hash: {sorted(unlisted)}")
+    verify_files(bundle_dir, manifest, needed)
+    encoder = TextEncoder(
+        bundle_dir / spec.files[prec],
+        bundle_dir / spec.tokenizer,
+        spec.max_length,
+        threads,
+        batch_size,
+    )
+    heads = [
+        LinearHead.from_npz(
+            bundle_dir / h.file, h.task, h.labels, h.temperature, h.review_threshold
+        )
+        for h in manifest.heads
+    ]
+    digest = hashlib.sha256(orjson.dumps(manifest.files, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return Bundle(bundle_dir, manifest, prec, encoder, heads, digest)

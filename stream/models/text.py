@@ -1,0 +1,108 @@
+"""Text encoder: HF tokenizers + an ONNX transformer with token-level output.
+
+The ONNX graph returns ``last_hidden_state``; pooling happens here in numpy so that the
+exact per-token shares of a linear head's logit (the rationale) come for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+__all__ = ["TextEncoder", "TextEncoding", "make_session"]
+
+
+def make_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session with deliberate thread and graph settings."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class TextEncoding:
+    """Encoder output for N texts, in input order.
+
+    ``embeddings`` are mean-pooled and L2-normalised ([N, D]); ``tokens[i]`` is the
+    token-level hidden state of text i ([T_i, D], padding removed) with ``scale[i]`` the factor
+    ``1 / (T_i * ||mean||)`` so that ``embeddings[i] == tokens[i].sum(0) * scale[i]``.
+    ``offsets[i]`` are character spans per token and ``word_ids[i]`` the word index per token
+    (None for special tokens).
+    """
+
+    embeddings: np.ndarray
+    tokens: list[np.ndarray]
+    scale: np.ndarray
+    offsets: list[list[tuple[int, int]]]
+    word_ids: list[list[int | None]]
+
+
+class TextEncoder:
+    """Encode texts with a (quantized) ONNX sentence encoder, batching sorted by length."""
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        tokenizer_path: Path,
+        max_length: int = 128,
+        threads: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.tokenizer.enable_truncation(max_length)
+        self.tokenizer.no_padding()
+        self.session = make_session(onnx_path, threads)
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.batch_size = batch_size
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+
+    def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
+        return list(self.tokenizer.encode_batch(list(texts)))
+
+    def encode(self, texts: Sequence[str]) -> TextEncoding:
+        """Encode ``texts``; sorts by token length per batch to cut padding, restores order."""
+        encs = self.tokenize(texts)
+        n = len(encs)
+        emb = np.zeros((n, self.dim), dtype=np.float32)
+        tokens: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * n
+        scale = np.zeros(n, dtype=np.float32)
+        order = sorted(range(n), key=lambda i: len(encs[i].ids))
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            hidden = self._run([encs[i] for i in idx])
+            for row, i in enumerate(idx):
+                h = hidden[row, : len(encs[i].ids)]
+                mean = h.mean(axis=0)
+                norm = float(np.linalg.norm(mean)) or 1.0
+                tokens[i] = h
+                scale[i] = 1.0 / (h.shape[0] * norm)
+                emb[i] = mean / norm
+        return TextEncoding(
+            embeddings=emb,
+            tokens=tokens,
+            scale=scale,
+            offsets=[list(e.offsets) for e in encs],
+            word_ids=[list(e.word_ids) for e in encs],
+        )
+
+    def _run(self, encs: Sequence[Encoding]) -> np.ndarray:
+        width = max(len(e.ids) for e in encs)
+        ids = np.zeros((len(encs), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for r, e in enumerate(encs):
+            ids[r, : len(e.ids)] = e.ids
+            mask[r, : len(e.ids)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        out = self.session.run(None, feeds)[0]
+        return np.asarray(out, dtype=np.float32)

@@ -1,0 +1,64 @@
+"""Text rationales: merge exact per-token shares into words with character spans.
+
+A "word" is a maximal run of tokens whose character spans touch (so ``don't``, ``#flood`` and a
+URL stay whole); its weight is the sum of its tokens' shares, so the words' weights plus the
+special tokens' and the bias add up to the centred logit exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from stream.schemas import TextSpan
+
+__all__ = ["top_words", "word_shares"]
+
+_EDGE = ".,;:!?()[]{}\"'…“”‘’"
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """Drop punctuation at a word's edges from its span (its share stays in the weight)."""
+    while end - start > 1 and text[end - 1] in _EDGE:
+        end -= 1
+    while end - start > 1 and text[start] in _EDGE:
+        start += 1
+    return start, end
+
+
+def word_shares(
+    offsets: Sequence[tuple[int, int]], word_ids: Sequence[int | None], shares: np.ndarray
+) -> list[tuple[int, int, float]]:
+    """(start, end, weight) per word, in text order; special tokens are left out."""
+    words: list[tuple[int, int, float]] = []
+    for (start, end), wid, share in zip(offsets, word_ids, shares, strict=True):
+        if wid is None or end <= start:
+            continue
+        if words and start <= words[-1][1]:
+            s, _, w = words[-1]
+            words[-1] = (s, max(end, words[-1][1]), w + float(share))
+        else:
+            words.append((start, end, float(share)))
+    return words
+
+
+def top_words(
+    text: str,
+    offsets: Sequence[tuple[int, int]],
+    word_ids: Sequence[int | None],
+    shares: np.ndarray,
+    task: str,
+    label: str,
+    k: int,
+) -> list[TextSpan]:
+    """The ``k`` words with the largest absolute share, most influential first."""
+    words = word_shares(offsets, word_ids, shares)
+    words.sort(key=lambda w: -abs(w[2]))
+    spans = []
+    for s, e, w in words[:k]:
+        s, e = _trim(text, s, e)
+        spans.append(
+            TextSpan(task=task, label=label, start=s, end=e, token=text[s:e], weight=round(w, 5))
+        )
+    return spans

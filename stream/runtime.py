@@ -1,0 +1,72 @@
+"""Wiring: build sources, sinks and the pipeline from settings and CLI specs.
+
+Source/sink specs: ``kafka`` (the settings' topics), ``file:PATH`` (a JSONL file source) and
+``dir:PATH`` (a JSONL sink writing ``<topic>.jsonl`` files).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+
+from stream.errors import ConfigError
+from stream.models.bundle import load_bundle
+from stream.pipeline import Pipeline
+from stream.settings import Settings
+from stream.sinks import JsonlSink, KafkaSink, Sink
+from stream.sources import JsonlSource, KafkaSource, Source
+from stream.worker import Worker
+
+__all__ = ["build_pipeline", "install_signal_handlers", "make_sink", "make_source"]
+
+log = logging.getLogger(__name__)
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    bundle = load_bundle(
+        settings.bundle, settings.precision, settings.threads, settings.batch_max_events
+    )
+    return Pipeline(bundle, settings.rationale_top_k, settings.review_threshold)
+
+
+def consumer_conf(settings: Settings) -> dict[str, object]:
+    conf: dict[str, object] = {
+        **settings.kafka_common(),
+        "group.id": settings.group_id,
+        "auto.offset.reset": settings.auto_offset_reset,
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        "auto.commit.interval.ms": settings.commit_interval_ms,
+    }
+    if settings.group_instance_id:
+        conf["group.instance.id"] = settings.group_instance_id
+    return conf
+
+
+def make_source(spec: str, settings: Settings) -> Source:
+    if spec == "kafka":
+        return KafkaSource(consumer_conf(settings), [settings.input_topic])
+    if spec.startswith("file:"):
+        return JsonlSource(Path(spec[5:]))
+    raise ConfigError(f"unknown source {spec!r}: use 'kafka' or 'file:PATH'")
+
+
+def make_sink(spec: str, settings: Settings) -> Sink:
+    if spec == "kafka":
+        return KafkaSink(settings.kafka_common())
+    if spec.startswith("dir:"):
+        return JsonlSink(Path(spec[4:]))
+    raise ConfigError(f"unknown sink {spec!r}: use 'kafka' or 'dir:PATH'")
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """SIGTERM/SIGINT: stop fetching, finish the in-flight batch, flush, commit, exit 0."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: draining", signal.Signals(signum).name)
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

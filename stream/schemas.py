@@ -1,0 +1,169 @@
+"""Event schemas: what comes in, what goes out, and what goes to the dead-letter topic.
+
+Pydantic models double as the published JSON Schema (``crisis-stream schema``), so a
+downstream team can validate the topics they subscribe to.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "DeadLetter",
+    "ErrorInfo",
+    "ImageCell",
+    "ImageRef",
+    "InputEvent",
+    "LabeledEvent",
+    "ModelInfo",
+    "Origin",
+    "Rationale",
+    "RationaleLink",
+    "TaskLabel",
+    "TextSpan",
+    "json_schemas",
+]
+
+
+class ImageRef(BaseModel):
+    """Exactly one of inline base64 bytes, a local path, or a URL (fetching is off by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    b64: str | None = None
+    path: str | None = None
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageRef:
+        if sum(v is not None for v in (self.b64, self.path, self.url)) != 1:
+            raise ValueError("image needs exactly one of b64, path, url")
+        return self
+
+
+class InputEvent(BaseModel):
+    """A social-media post to label. ``gold`` labels are for backtests, never for the model."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1, max_length=256)
+    text: str = ""
+    lang: str | None = None
+    created_at: datetime | None = None
+    source: str | None = None
+    event: str | None = None
+    image: ImageRef | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    gold: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _has_content(self) -> InputEvent:
+        if not self.text.strip() and self.image is None:
+            raise ValueError("event has neither text nor image")
+        return self
+
+
+class Origin(BaseModel):
+    """Where an event was read: joins a replayed backtest to live output event by event."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None = None
+
+
+class TaskLabel(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+    calibrated: bool = True
+    needs_review: bool = False
+
+
+class TextSpan(BaseModel):
+    """A word of the input text and its exact signed share of the task's label logit."""
+
+    task: str
+    label: str
+    start: int
+    end: int
+    token: str
+    weight: float
+
+
+class ImageCell(BaseModel):
+    """A cell of the image feature grid, as a box in original image pixels."""
+
+    task: str
+    label: str
+    x: int
+    y: int
+    w: int
+    h: int
+    weight: float
+    concept: str | None = None
+
+
+class RationaleLink(BaseModel):
+    text_span: list[int]
+    image_cell: list[int]
+    weight: float
+
+
+class Rationale(BaseModel):
+    text: list[TextSpan] = Field(default_factory=list)
+    image: list[ImageCell] = Field(default_factory=list)
+    links: list[RationaleLink] = Field(default_factory=list)
+
+
+class ModelInfo(BaseModel):
+    bundle: str
+    version: str
+    sha256: str
+    quantization: str
+
+
+class LabeledEvent(BaseModel):
+    """The published result for one input event (key = ``id``)."""
+
+    id: str
+    text: str
+    lang: str | None = None
+    source: str | None = None
+    event: str | None = None
+    created_at: datetime | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    gold: dict[str, str] | None = None
+    labels: dict[str, TaskLabel]
+    needs_review: bool
+    modality: dict[str, float]
+    rationale: Rationale
+    image_error: str | None = None
+    model: ModelInfo
+    origin: Origin
+    timing_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class ErrorInfo(BaseModel):
+    kind: str
+    message: str
+
+
+class DeadLetter(BaseModel):
+    """A record that could not be labelled, with the reason and its raw bytes (base64)."""
+
+    id: str | None = None
+    error: ErrorInfo
+    raw_b64: str
+    origin: Origin
+    at: datetime
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas of the three wire formats, keyed by file name."""
+    return {
+        "input_event.schema.json": InputEvent.model_json_schema(),
+        "labeled_event.schema.json": LabeledEvent.model_json_schema(),
+        "dead_letter.schema.json": DeadLetter.model_json_schema(),
+    }

@@ -1,0 +1,39 @@
+"""The Sink shape: hand over an output with a delivery callback; poll, flush, close.
+
+The callback fires once the output is durable (a broker ack for Kafka, a flushed write for a
+file); only then may the worker store the input offset."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+__all__ = ["DeliveryCallback", "Sink", "SinkFull"]
+
+DeliveryCallback = Callable[[Exception | None], None]
+
+
+class SinkFull(Exception):
+    """The sink's local queue is full; poll and retry (backpressure)."""
+
+
+class Sink(ABC):
+    @abstractmethod
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+    ) -> None:
+        """Queue one output; raise :class:`SinkFull` when the queue is full."""
+
+    def poll(self, timeout_s: float = 0.0) -> None:  # noqa: B027 - optional hook
+        """Serve delivery callbacks."""
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for outstanding deliveries; return how many are still pending."""
+        return 0
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""

@@ -1,0 +1,294 @@
+"""The worker loop: consume -> decode -> micro-batch -> label -> produce -> store offsets.
+
+Delivery promise (at-least-once): an input offset is stored only after every output it produced
+(labelled, review, per-label route, dead letter) was acknowledged. Failed deliveries are
+re-sent, never dropped; while too many outputs are in flight the source is paused, so memory
+stays bounded when the output side is slow or down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from stream.batcher import MicroBatcher
+from stream.decode import dead_letter, decode_event
+from stream.errors import InvalidEvent
+from stream.pipeline import Pipeline
+from stream.schemas import InputEvent, LabeledEvent, Origin
+from stream.settings import Settings
+from stream.sinks.base import Sink, SinkFull
+from stream.sources.base import Record, Source
+from stream.tracking import OffsetTracker
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerStats:
+    """Counters since start; ``completed`` counts inputs no longer pending here (all outputs
+    acknowledged, or handed to another worker on revocation)."""
+
+    received: int = 0
+    labeled: int = 0
+    review: int = 0
+    routed: int = 0
+    dead_letters: int = 0
+    completed: int = 0
+    batches: int = 0
+    redelivered: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    event: InputEvent
+    origin: Origin
+    received: float
+
+
+@dataclass(frozen=True)
+class _Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+    origin: Origin
+
+
+class Worker:
+    """Run one consumer's share of the stream through a :class:`Pipeline` into a sink."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: Source,
+        sink: Sink,
+        pipeline: Pipeline,
+        clock: Callable[[], float] = time.monotonic,
+        on_batch: Callable[[list[LabeledEvent]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.sink = sink
+        self.pipeline = pipeline
+        self.clock = clock
+        self.on_batch = on_batch
+        self.batcher: MicroBatcher[_Queued] = MicroBatcher(
+            settings.batch_max_events, settings.batch_max_wait_ms / 1000, settings.batch_max_tokens
+        )
+        self.tracker = OffsetTracker()
+        self.stats = WorkerStats()
+        self._retry: deque[_Output] = deque()
+        self._stop = threading.Event()
+        self._paused = False
+        source.on_revoke = self._on_revoke
+
+    # -- control -----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the loop to finish the in-flight work, commit and return (SIGTERM handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(
+        self, stop_after: int | None = None, idle_timeout_s: float | None = None
+    ) -> WorkerStats:
+        """Loop until stopped, a bounded source is exhausted, ``stop_after`` inputs completed,
+        or nothing arrived for ``idle_timeout_s``; then drain, flush and commit."""
+        last_activity = self.clock()
+        try:
+            while not self._stop.is_set():
+                if self.step():
+                    last_activity = self.clock()
+                if stop_after is not None and self.stats.completed >= stop_after:
+                    break
+                if self.source.exhausted and not len(self.batcher) and self._idle():
+                    break
+                if idle_timeout_s is not None and self.clock() - last_activity > idle_timeout_s:
+                    break
+        finally:
+            self.shutdown()
+        return self.stats
+
+    def _idle(self) -> bool:
+        return self.tracker.pending_records() == 0 and not self._retry
+
+    # -- one iteration -----------------------------------------------------------------------
+    def step(self) -> bool:
+        """One poll/process/ack round; returns True when records arrived."""
+        self._resend_failed()
+        self._apply_backpressure()
+        timeout = self.settings.poll_timeout_ms / 1000
+        deadline = self.batcher.deadline()
+        if deadline is not None:
+            timeout = max(0.0, min(timeout, deadline - self.clock()))
+        records = self.source.poll(self.settings.poll_max_records, timeout)
+        now = self.clock()
+        for rec in records:
+            self._ingest(rec, now)
+        for batch in self.batcher.due(self.clock()):
+            self._process(batch)
+        self.sink.poll(0)
+        self._store()
+        return bool(records)
+
+    def _apply_backpressure(self) -> None:
+        busy = self.tracker.in_flight_outputs >= self.settings.max_in_flight or bool(self._retry)
+        if busy and not self._paused:
+            log.warning(
+                "pausing input: %d outputs in flight, %d to re-send",
+                self.tracker.in_flight_outputs,
+                len(self._retry),
+            )
+            self.source.pause()
+            self._paused = True
+        elif not busy and self._paused:
+            log.info("resuming input")
+            self.source.resume()
+            self._paused = False
+
+    def _ingest(self, rec: Record, now: float) -> None:
+        o = rec.origin
+        self.stats.received += 1
+        self.tracker.register(o.topic, o.partition, o.offset)
+        try:
+            event = decode_event(
+                rec.value, self.settings.max_record_bytes, self.settings.max_text_chars
+            )
+        except InvalidEvent as exc:
+            self._dead_letter(rec.value, exc, o)
+            return
+        cost = len(event.text) // 4 + 2
+        for batch in self.batcher.add(_Queued(event, o, now), now, cost):
+            self._process(batch)
+
+    def _dead_letter(self, raw: bytes | None, exc: InvalidEvent, origin: Origin) -> None:
+        dl = dead_letter(raw, exc, origin)
+        self.stats.dead_letters += 1
+        key = dl.id.encode() if dl.id else None
+        self._emit(self.settings.dlq_topic, key, dl.model_dump_json().encode(), origin)
+        self._seal(origin)
+
+    def _process(self, batch: list[_Queued]) -> None:
+        try:
+            outs = self.pipeline.label(
+                [q.event for q in batch], [q.origin for q in batch], [q.received for q in batch]
+            )
+        except Exception:
+            if len(batch) == 1:  # this one event breaks the model: dead-letter it
+                log.exception("labelling failed for event %s", batch[0].event.id)
+                raw = batch[0].event.model_dump_json().encode()
+                self._dead_letter(
+                    raw, InvalidEvent("processing_error", "labelling failed"), batch[0].origin
+                )
+                return
+            log.exception("batch of %d failed; retrying one by one", len(batch))
+            for q in batch:
+                self._process([q])
+            return
+        self.stats.batches += 1
+        self.stats.batch_sizes.append(len(batch))
+        for out in outs:
+            self._publish(out)
+        if self.on_batch is not None:
+            self.on_batch(outs)
+
+    def _publish(self, out: LabeledEvent) -> None:
+        value = orjson.dumps(out.model_dump(mode="json"))
+        key = out.id.encode()
+        s = self.settings
+        self._emit(s.output_topic, key, value, out.origin)
+        self.stats.labeled += 1
+        if out.needs_review and s.review_topic:
+            self._emit(s.review_topic, key, value, out.origin)
+            self.stats.review += 1
+        if s.route_labels:
+            for task in s.route_tasks:
+                if task in out.labels:
+                    topic = f"{s.output_topic}.{task}.{out.labels[task].label}"
+                    self._emit(topic, key, value, out.origin)
+                    self.stats.routed += 1
+        self._seal(out.origin)
+
+    # -- delivery ----------------------------------------------------------------------------
+    def _emit(self, topic: str, key: bytes | None, value: bytes, origin: Origin) -> None:
+        self.tracker.expect(origin.topic, origin.partition, origin.offset)
+        self._send(_Output(topic, key, value, origin))
+
+    def _send(self, out: _Output) -> None:
+        def delivered(err: Exception | None) -> None:
+            o = out.origin
+            if err is None:
+                self.tracker.ack(o.topic, o.partition, o.offset)
+            else:
+                log.warning("delivery to %s failed (%s); will re-send", out.topic, err)
+                self._retry.append(out)
+
+        while True:
+            try:
+                self.sink.produce(out.topic, out.key, out.value, delivered)
+                return
+            except SinkFull:
+                self.sink.poll(0.1)
+
+    def _resend_failed(self) -> None:
+        for _ in range(len(self._retry)):
+            out = self._retry.popleft()
+            self.stats.redelivered += 1
+            self._send(out)
+
+    def _seal(self, origin: Origin) -> None:
+        self.tracker.seal(origin.topic, origin.partition, origin.offset)
+
+    def _store(self) -> None:
+        done = self.tracker.take_committable()
+        if done:
+            self.source.store(done)
+        self.stats.completed = self.stats.received - self.tracker.pending_records()
+
+    # -- rebalance and shutdown -------------------------------------------------------------
+    def _on_revoke(self, keys: list[tuple[str, int]]) -> None:
+        revoked = set(keys)
+        dropped = self.batcher.discard(
+            lambda q: (q.origin.topic, q.origin.partition) not in revoked
+        )
+        if dropped:
+            log.info("revocation: %d queued events left for the next owner", len(dropped))
+        self.sink.flush(10)
+        self._store()
+        self._retry = deque(
+            o for o in self._retry if (o.origin.topic, o.origin.partition) not in revoked
+        )
+        self.tracker.forget(keys)
+
+    def shutdown(self, flush_timeout_s: float = 30.0) -> None:
+        """Label what is queued, wait for deliveries, store and commit, close."""
+        try:
+            for batch in self.batcher.drain():
+                self._process(batch)
+            deadline = time.monotonic() + flush_timeout_s
+            while time.monotonic() < deadline:
+                self._resend_failed()
+                self.sink.flush(min(5.0, flush_timeout_s))
+                self._store()
+                if self._idle():
+                    break
+            if not self._idle():
+                log.warning(
+                    "%d inputs not fully delivered at shutdown; they stay uncommitted",
+                    self.tracker.pending_records(),
+                )
+            self.source.commit()
+        finally:
+            self.source.close()
+            self.sink.close()

@@ -1,0 +1,91 @@
+"""Shared fixtures: a real Kafka-protocol broker per session, the default model bundle.
+
+Set ``STREAM_TEST_BOOTSTRAP=host:port`` to run the Kafka tests against an existing broker
+(for example a real Apache Kafka) instead of starting noida-db / tansu.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stream.broker import LocalBroker
+from stream.models.bundle import Bundle, load_bundle
+from stream.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = Path(os.environ.get("CRISIS_TEST_BUNDLE", REPO / "models" / "minilm-crisis"))
+SHARED = REPO.parent / "shared" / "datasets" / "crisismmd"
+
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"CrisisMMD not found at {SHARED} (../shared is missing)"
+)
+
+
+class BrokerHandle:
+    """What a test needs to know about a broker: where it is and what it can do."""
+
+    def __init__(self, kind: str, bootstrap: str, broker: LocalBroker | None) -> None:
+        self.kind = kind
+        self.bootstrap = bootstrap
+        self.broker = broker
+
+    def settings(self, **overrides: object) -> Settings:
+        """Settings with fresh topic and group names so tests never share state."""
+        tag = uuid.uuid4().hex[:8]
+        base: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap,
+            "group_id": f"g-{tag}",
+            "input_topic": f"in-{tag}",
+            "output_topic": f"out-{tag}",
+            "review_topic": f"review-{tag}",
+            "dlq_topic": f"dlq-{tag}",
+            "bundle": BUNDLE,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+            "commit_interval_ms": 500,
+        }
+        base.update(overrides)
+        return Settings(**base)  # type: ignore[arg-type]
+
+
+def _start(kind: str) -> Iterator[BrokerHandle]:
+    env = os.environ.get("STREAM_TEST_BOOTSTRAP")
+    if env:
+        yield BrokerHandle("external", env, None)
+        return
+    broker = LocalBroker(kind).start()  # type: ignore[arg-type]
+    try:
+        yield BrokerHandle(kind, broker.bootstrap, broker)
+    finally:
+        broker.cleanup()
+
+
+@pytest.fixture(scope="session")
+def noida() -> Iterator[BrokerHandle]:
+    yield from _start("noida")
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[BrokerHandle]:
+    if os.environ.get("STREAM_TEST_BOOTSTRAP"):
+        pytest.skip("external broker given: the tansu run would duplicate it")
+    yield from _start("tansu")
+
+
+@pytest.fixture(params=["noida", "tansu"])
+def any_broker(request: pytest.FixtureRequest) -> BrokerHandle:
+    """The core delivery tests run against both independent broker implementations."""
+    handle: BrokerHandle = request.getfixturevalue(request.param)
+    return handle
+
+
+@pytest.fixture(scope="session")
+def bundle() -> Bundle:
+    if not (BUNDLE / "manifest.json").is_file():
+        pytest.fail(f"no model bundle at {BUNDLE}: run `make models` first (make test does)")
+    return load_bundle(BUNDLE)

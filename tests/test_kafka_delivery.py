@@ -1,0 +1,139 @@
+"""Delivery on a real broker (noida-db and tansu, or STREAM_TEST_BOOTSTRAP): N in -> N out,
+poison to the DLQ, and a worker killed mid-stream loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from stream.demo import BAD_RECORDS
+from stream.models.bundle import Bundle
+from stream.pipeline import Pipeline
+from stream.runtime import make_sink, make_source
+from stream.sources.kafka import KafkaSource
+from stream.worker import Worker
+
+from .conftest import REPO, BrokerHandle
+from .kafka_utils import TopicReader, create_topics, make_events, read_all, seed
+
+pytestmark = pytest.mark.kafka
+
+
+def test_n_in_n_out_with_ids_and_origins(any_broker: BrokerHandle, bundle: Bundle):
+    settings = any_broker.settings()
+    create_topics(settings)
+    values = make_events(120)
+    seed(any_broker.bootstrap, settings.input_topic, values)
+    worker = Worker(
+        settings, make_source("kafka", settings), make_sink("kafka", settings), Pipeline(bundle)
+    )
+    stats = worker.run(stop_after=len(values), idle_timeout_s=60)
+    assert stats.labeled == len(values)
+    out = read_all(any_broker.bootstrap, settings.output_topic, len(values))
+    assert sorted(o["id"] for o in out) == sorted(f"e-{i}" for i in range(len(values)))
+    origins = {(o["origin"]["partition"], o["origin"]["offset"]) for o in out}
+    assert len(origins) == len(values)
+    assert all(o["origin"]["topic"] == settings.input_topic for o in out)
+    assert all(o["origin"]["timestamp"] for o in out)
+    # offsets were committed up to the end of each partition
+    probe = KafkaSource(
+        {"bootstrap.servers": any_broker.bootstrap, "group.id": settings.group_id},
+        [settings.input_topic],
+    )
+    try:
+        committed = probe.committed([(settings.input_topic, p) for p in range(3)])
+    finally:
+        probe.close()
+    per_partition: dict[int, int] = {}
+    for p, off in origins:
+        per_partition[p] = max(per_partition.get(p, -1), off)
+    for p, last in per_partition.items():
+        assert committed[(settings.input_topic, p)] == last + 1
+
+
+def test_poison_messages_go_to_the_dlq_with_reasons(any_broker: BrokerHandle, bundle: Bundle):
+    settings = any_broker.settings()
+    create_topics(settings, input_partitions=1)
+    good = make_events(20)
+    values = good[:5] + BAD_RECORDS + [b'{"id": "x", "text": "' + b"a" * 5000 + b'"}'] + good[5:]
+    seed(any_broker.bootstrap, settings.input_topic, values)
+    worker = Worker(
+        settings, make_source("kafka", settings), make_sink("kafka", settings), Pipeline(bundle)
+    )
+    stats = worker.run(stop_after=len(values), idle_timeout_s=60)
+    assert stats.dead_letters == 4 and stats.labeled == 20
+    dlq = read_all(any_broker.bootstrap, settings.dlq_topic, 4)
+    assert sorted(d["error"]["kind"] for d in dlq) == ["empty", "not_json", "schema", "too_long"]
+    assert sorted(d["origin"]["offset"] for d in dlq) == [5, 6, 7, 8]
+    assert all(d["raw_b64"] for d in dlq)
+    out = read_all(any_broker.bootstrap, settings.output_topic, 20)
+    assert len({o["id"] for o in out}) == 20
+
+
+def _worker_process(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream", "run"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _env(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {
+        "CRISIS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "CRISIS_GROUP_ID": settings.group_id,
+        "CRISIS_INPUT_TOPIC": settings.input_topic,
+        "CRISIS_OUTPUT_TOPIC": settings.output_topic,
+        "CRISIS_REVIEW_TOPIC": settings.review_topic,
+        "CRISIS_DLQ_TOPIC": settings.dlq_topic,
+        "CRISIS_BUNDLE": str(settings.bundle),
+        "CRISIS_SESSION_TIMEOUT_MS": "6000",
+        "CRISIS_HEARTBEAT_INTERVAL_MS": "1000",
+        "CRISIS_COMMIT_INTERVAL_MS": "500",
+        "CRISIS_BATCH_MAX_EVENTS": "16",
+        # a restarted replica keeps its identity (StatefulSet-style); noida never expires a
+        # crashed dynamic member, see README "Brokers"
+        "CRISIS_GROUP_INSTANCE_ID": "worker-0",
+    }
+
+
+def test_worker_killed_mid_stream_loses_nothing(any_broker: BrokerHandle):
+    settings = any_broker.settings()
+    create_topics(settings)
+    n = 1500
+    seed(any_broker.bootstrap, settings.input_topic, make_events(n))
+    env = _env(settings)
+    reader = TopicReader(any_broker.bootstrap, settings.output_topic)
+    try:
+        proc = _worker_process(env)
+        deadline = time.monotonic() + 90
+        while len(reader.records) < 100:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            assert time.monotonic() < deadline, "worker produced nothing"
+            reader.poll(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        reader.until(0, timeout_s=3, settle_s=1)
+        first = len(reader.records)
+        assert first < n, "the kill came too late to test anything"
+
+        proc = _worker_process(env)
+        try:
+            out = reader.until(n, timeout_s=180, settle_s=3)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(60)
+    finally:
+        reader.close()
+    ids = {o["id"] for o in out}
+    assert ids == {f"e-{i}" for i in range(n)}, f"missing {n - len(ids)} ids"
+    assert rc == 0, "SIGTERM must drain and exit 0"
+    assert len(out) - n <= first  # at most the uncommitted window is labelled twice

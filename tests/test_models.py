@@ -1,0 +1,79 @@
+"""Model runtime: int8 matches fp32, rationales are exact, tampered bundles are refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.demo import sample_events
+from stream.errors import BundleError, BundleIntegrityError
+from stream.models.bundle import Bundle, load_bundle
+from stream.pipeline import Pipeline
+from stream.rationale import word_shares
+from stream.schemas import InputEvent, Origin
+
+from .conftest import BUNDLE
+
+TEXTS = [InputEvent.model_validate_json(v).text for v in sample_events()]
+
+
+def test_int8_embeddings_match_fp32(bundle: Bundle):
+    fp32 = load_bundle(BUNDLE, precision="fp32")
+    a = bundle.encoder.encode(TEXTS).embeddings
+    b = fp32.encoder.encode(TEXTS).embeddings
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() >= 0.98, f"min cosine int8 vs fp32 = {cos.min():.4f}"
+
+
+def test_encoding_restores_order_and_is_batch_invariant(bundle: Bundle):
+    together = bundle.encoder.encode(TEXTS).embeddings
+    alone = np.stack([bundle.encoder.encode([t]).embeddings[0] for t in TEXTS[:6]])
+    np.testing.assert_allclose(together[:6], alone, atol=2e-2)
+    sims = together[:6] @ alone.T
+    assert (sims.argmax(1) == np.arange(6)).all()
+
+
+def test_token_shares_decompose_the_logit_exactly(bundle: Bundle):
+    enc = bundle.encoder.encode(TEXTS)
+    for head in bundle.heads:
+        out = head.predict(enc.embeddings)
+        for i in range(len(TEXTS)):
+            c = int(out.pred[i])
+            centred = (out.logits[i, c] - out.logits[i].mean()) / head.temperature
+            bias = (head.bias[c] - head.bias.mean()) / head.temperature
+            shares = head.token_shares(enc.tokens[i], float(enc.scale[i]), c)
+            assert shares.sum() + bias == pytest.approx(centred, abs=1e-4)
+            words = word_shares(enc.offsets[i], enc.word_ids[i], shares)
+            special = sum(s for s, w in zip(shares, enc.word_ids[i], strict=True) if w is None)
+            assert sum(w for _, _, w in words) + special == pytest.approx(shares.sum(), abs=1e-4)
+
+
+def test_rationale_spans_point_at_words_of_the_text(bundle: Bundle):
+    events = [InputEvent(id=str(i), text=t) for i, t in enumerate(TEXTS)]
+    origins = [Origin(topic="t", partition=0, offset=i) for i in range(len(events))]
+    for ev, out in zip(events, Pipeline(bundle, top_k=5).label(events, origins), strict=True):
+        assert out.rationale.text, "every text event gets a rationale"
+        assert len(out.rationale.text) <= 5 * len(bundle.heads)
+        for span in out.rationale.text:
+            assert 0 <= span.start < span.end <= len(ev.text)
+            assert ev.text[span.start : span.end] == span.token
+            assert span.token.strip() == span.token and span.token
+
+
+def test_tampered_bundle_is_refused(tmp_path: Path):
+    copy = tmp_path / "b"
+    shutil.copytree(BUNDLE, copy)
+    onnx = next(copy.glob("text_encoder.int8*.onnx"))
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match="sha256"):
+        load_bundle(copy)
+
+
+def test_missing_bundle_says_how_to_build(tmp_path: Path):
+    with pytest.raises(BundleError, match="models build"):
+        load_bundle(tmp_path)

@@ -1,0 +1,61 @@
+"""Offset tracker invariants: a committed offset never passes an unacknowledged output."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.tracking import OffsetTracker
+
+
+@given(st.data())
+def test_commit_never_passes_a_gap(data):
+    n = data.draw(st.integers(1, 60))
+    outputs = data.draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))
+    t = OffsetTracker()
+    acks = []
+    for off, k in enumerate(outputs):
+        t.register("in", 0, off)
+        t.expect("in", 0, off, k)
+        t.seal("in", 0, off)
+        acks += [off] * k
+    order = data.draw(st.permutations(acks))
+    remaining = {off: k for off, k in enumerate(outputs)}
+    last = 0
+    for off in order:
+        t.ack("in", 0, off)
+        remaining[off] -= 1
+        got = t.take_committable().get(("in", 0))
+        expected = next((o for o in range(n) if remaining[o] > 0), n)
+        if got is not None:
+            assert got == expected
+            assert got >= last
+            last = got
+    assert t.committable()[("in", 0)] == n
+    assert t.in_flight_outputs == 0
+    assert t.pending_records() == 0
+
+
+def test_unsealed_record_blocks_commit():
+    t = OffsetTracker()
+    t.register("in", 0, 0)
+    t.expect("in", 0, 0)
+    t.ack("in", 0, 0)
+    assert t.take_committable() == {}
+    t.seal("in", 0, 0)
+    assert t.take_committable() == {("in", 0): 1}
+
+
+def test_partitions_are_independent_and_forget_drops_state():
+    t = OffsetTracker()
+    for p in (0, 1):
+        t.register("in", p, 5)
+        t.expect("in", p, 5)
+        t.seal("in", p, 5)
+    t.ack("in", 1, 5)
+    assert t.take_committable() == {("in", 1): 6}
+    t.forget([("in", 0)])
+    assert t.in_flight_outputs == 0
+    assert t.pending_records() == 0
+    t.ack("in", 0, 5)  # late ack of a revoked partition is ignored
+    assert t.take_committable() == {}
