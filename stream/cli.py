@@ -64,8 +64,7 @@ def run(
 ) -> None:
     """Run the worker until SIGTERM (or the end of a file source)."""
     from stream.admin import ensure_topics
-    from stream.runtime import build_pipeline, install_signal_handlers, make_sink, make_source
-    from stream.worker import Worker
+    from stream.runtime import build_worker, install_signal_handlers
 
     overrides = {
         k: v
@@ -88,14 +87,15 @@ def run(
                 for t in [settings.input_topic, *settings.output_topics()]
             },
         )
-    worker = Worker(
-        settings,
-        make_source(source_spec, settings),
-        make_sink(sink_spec, settings),
-        build_pipeline(settings),
-    )
+    worker, server = build_worker(settings, source_spec, sink_spec)
     install_signal_handlers(worker)
-    stats = worker.run()
+    try:
+        stats = worker.run()
+    finally:
+        if worker.reloader is not None:
+            worker.reloader.stop()
+        if server is not None:
+            server.stop()
     logging.getLogger("stream").info(
         "stopped", extra={"stats": stats.__dict__ | {"batch_sizes": len(stats.batch_sizes)}}
     )

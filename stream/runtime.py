@@ -12,14 +12,23 @@ from pathlib import Path
 from types import FrameType
 
 from stream.errors import ConfigError
+from stream.health import HealthServer
+from stream.metrics import WorkerMetrics
 from stream.models.bundle import load_bundle
 from stream.pipeline import Pipeline
+from stream.reload import BundleReloader
 from stream.settings import Settings
 from stream.sinks import JsonlSink, KafkaSink, Sink
 from stream.sources import JsonlSource, KafkaSource, Source
 from stream.worker import Worker
 
-__all__ = ["build_pipeline", "install_signal_handlers", "make_sink", "make_source"]
+__all__ = [
+    "build_pipeline",
+    "build_worker",
+    "install_signal_handlers",
+    "make_sink",
+    "make_source",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +54,13 @@ def consumer_conf(settings: Settings) -> dict[str, object]:
     return conf
 
 
-def make_source(spec: str, settings: Settings) -> Source:
+def make_source(spec: str, settings: Settings, metrics: WorkerMetrics | None = None) -> Source:
     if spec == "kafka":
-        return KafkaSource(consumer_conf(settings), [settings.input_topic])
+        conf = consumer_conf(settings)
+        if metrics is not None and settings.kafka_stats_interval_ms:
+            conf["statistics.interval.ms"] = settings.kafka_stats_interval_ms
+            return KafkaSource(conf, [settings.input_topic], stats_cb=metrics.on_kafka_stats)
+        return KafkaSource(conf, [settings.input_topic])
     if spec.startswith("file:"):
         return JsonlSource(Path(spec[5:]))
     raise ConfigError(f"unknown source {spec!r}: use 'kafka' or 'file:PATH'")
@@ -62,11 +75,52 @@ def make_sink(spec: str, settings: Settings) -> Sink:
 
 
 def install_signal_handlers(worker: Worker) -> None:
-    """SIGTERM/SIGINT: stop fetching, finish the in-flight batch, flush, commit, exit 0."""
+    """SIGTERM/SIGINT: stop fetching, finish the in-flight batch, flush, commit, exit 0.
+    SIGHUP: check the bundle directory for a new bundle now."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: draining", signal.Signals(signum).name)
         worker.request_stop()
 
+    def reload(_signum: int, _frame: FrameType | None) -> None:
+        if worker.reloader is not None:
+            log.info("SIGHUP: checking for a new bundle")
+            worker.reloader.trigger()
+
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGHUP, reload)
+
+
+def build_worker(
+    settings: Settings, source_spec: str = "kafka", sink_spec: str = "kafka"
+) -> tuple[Worker, HealthServer | None]:
+    """A worker with metrics, hot reload and (when ``metrics_port`` is set) the HTTP endpoints."""
+    metrics = WorkerMetrics()
+    reloader = None
+    if settings.reload_interval_s > 0:
+
+        def load(path: Path) -> Pipeline:
+            return build_pipeline(settings.model_copy(update={"bundle": path}))
+
+        def count(result: str) -> None:
+            metrics.reloads.labels(result=result).inc()
+
+        reloader = BundleReloader(settings.bundle, load, settings.reload_interval_s, count)
+    worker = Worker(
+        settings,
+        make_source(source_spec, settings, metrics),
+        make_sink(sink_spec, settings),
+        build_pipeline(settings),
+        metrics=metrics,
+        reloader=reloader,
+    )
+    if reloader is not None:
+        reloader.start()
+    server = None
+    if settings.metrics_port is not None:
+        server = HealthServer(
+            metrics, worker.readiness, lambda: worker.heartbeat, settings.metrics_port
+        ).start()
+        log.info("metrics and health on port %d", server.port)
+    return worker, server

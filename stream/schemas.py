@@ -142,6 +142,7 @@ class LabeledEvent(BaseModel):
     image_error: str | None = None
     model: ModelInfo
     origin: Origin
+    worker: str | None = None
     timing_ms: dict[str, float] = Field(default_factory=dict)
 
 

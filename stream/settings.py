@@ -7,6 +7,8 @@ librdkafka properties, e.g. ``CRISIS_KAFKA='{"security.protocol": "SASL_SSL"}'``
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +68,10 @@ class Settings(BaseSettings):
     max_text_chars: int = 4_000
 
     # Operations
-    metrics_port: int | None = None
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    metrics_port: int | None = Field(None, description="serve /metrics, /healthz, /readyz")
+    reload_interval_s: float = Field(2.0, description="bundle hot-reload check; 0 disables")
+    kafka_stats_interval_ms: int = 5_000
     log_level: str = "INFO"
 
     def kafka_common(self) -> dict[str, Any]:

@@ -20,7 +20,9 @@ import orjson
 from stream.batcher import MicroBatcher
 from stream.decode import dead_letter, decode_event
 from stream.errors import InvalidEvent
+from stream.metrics import WorkerMetrics
 from stream.pipeline import Pipeline
+from stream.reload import BundleReloader
 from stream.schemas import InputEvent, LabeledEvent, Origin
 from stream.settings import Settings
 from stream.sinks.base import Sink, SinkFull
@@ -74,6 +76,8 @@ class Worker:
         pipeline: Pipeline,
         clock: Callable[[], float] = time.monotonic,
         on_batch: Callable[[list[LabeledEvent]], None] | None = None,
+        metrics: WorkerMetrics | None = None,
+        reloader: BundleReloader | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -81,6 +85,10 @@ class Worker:
         self.pipeline = pipeline
         self.clock = clock
         self.on_batch = on_batch
+        self.metrics = metrics or WorkerMetrics()
+        self.metrics.set_model(pipeline.bundle.info)
+        self.reloader = reloader
+        self.heartbeat = time.monotonic()
         self.batcher: MicroBatcher[_Queued] = MicroBatcher(
             settings.batch_max_events, settings.batch_max_wait_ms / 1000, settings.batch_max_tokens
         )
@@ -123,9 +131,21 @@ class Worker:
     def _idle(self) -> bool:
         return self.tracker.pending_records() == 0 and not self._retry
 
+    def readiness(self) -> tuple[bool, str]:
+        """Ready = partitions assigned, a model loaded, and outputs being delivered."""
+        if self._stop.is_set():
+            return False, "shutting down"
+        if not self.source.ready:
+            return False, "no partitions assigned"
+        if self._retry:
+            return False, f"{len(self._retry)} outputs failed delivery and wait to be re-sent"
+        return True, f"serving {self.pipeline.model_info.bundle} {self.pipeline.model_info.version}"
+
     # -- one iteration -----------------------------------------------------------------------
     def step(self) -> bool:
         """One poll/process/ack round; returns True when records arrived."""
+        self.heartbeat = time.monotonic()
+        self._swap_bundle()
         self._resend_failed()
         self._apply_backpressure()
         timeout = self.settings.poll_timeout_ms / 1000
@@ -140,7 +160,22 @@ class Worker:
             self._process(batch)
         self.sink.poll(0)
         self._store()
+        self.metrics.in_flight.set(self.tracker.in_flight_outputs)
         return bool(records)
+
+    def _swap_bundle(self) -> None:
+        """Between batches only, so no event is labelled half by one model, half by another."""
+        if self.reloader is None:
+            return
+        new = self.reloader.take()
+        if new is not None:
+            log.info(
+                "swapping bundle %s -> %s",
+                self.pipeline.model_info.sha256[:12],
+                new.model_info.sha256[:12],
+            )
+            self.pipeline = new
+            self.metrics.set_model(new.bundle.info)
 
     def _apply_backpressure(self) -> None:
         busy = self.tracker.in_flight_outputs >= self.settings.max_in_flight or bool(self._retry)
@@ -152,14 +187,17 @@ class Worker:
             )
             self.source.pause()
             self._paused = True
+            self.metrics.paused.set(1)
         elif not busy and self._paused:
             log.info("resuming input")
             self.source.resume()
             self._paused = False
+            self.metrics.paused.set(0)
 
     def _ingest(self, rec: Record, now: float) -> None:
         o = rec.origin
         self.stats.received += 1
+        self.metrics.events_in.inc()
         self.tracker.register(o.topic, o.partition, o.offset)
         try:
             event = decode_event(
@@ -175,6 +213,7 @@ class Worker:
     def _dead_letter(self, raw: bytes | None, exc: InvalidEvent, origin: Origin) -> None:
         dl = dead_letter(raw, exc, origin)
         self.stats.dead_letters += 1
+        self.metrics.events_dlq.labels(reason=exc.kind).inc()
         key = dl.id.encode() if dl.id else None
         self._emit(self.settings.dlq_topic, key, dl.model_dump_json().encode(), origin)
         self._seal(origin)
@@ -198,20 +237,33 @@ class Worker:
             return
         self.stats.batches += 1
         self.stats.batch_sizes.append(len(batch))
+        self.metrics.batch_size.observe(len(batch))
+        if outs:
+            self.metrics.batch_latency.observe(outs[0].timing_ms.get("batch", 0.0) / 1000)
+            for modality in ("encode", "encode_image"):
+                if modality in outs[0].timing_ms:
+                    name = "text" if modality == "encode" else "image"
+                    self.metrics.encoder_seconds.labels(modality=name).observe(
+                        outs[0].timing_ms[modality] / 1000
+                    )
         for out in outs:
             self._publish(out)
         if self.on_batch is not None:
             self.on_batch(outs)
 
     def _publish(self, out: LabeledEvent) -> None:
+        out.worker = self.settings.worker_id
         value = orjson.dumps(out.model_dump(mode="json"))
         key = out.id.encode()
         s = self.settings
         self._emit(s.output_topic, key, value, out.origin)
         self.stats.labeled += 1
+        for task, tl in out.labels.items():
+            self.metrics.events_labeled.labels(task=task, label=tl.label).inc()
         if out.needs_review and s.review_topic:
             self._emit(s.review_topic, key, value, out.origin)
             self.stats.review += 1
+            self.metrics.events_review.inc()
         if s.route_labels:
             for task in s.route_tasks:
                 if task in out.labels:
@@ -245,6 +297,7 @@ class Worker:
         for _ in range(len(self._retry)):
             out = self._retry.popleft()
             self.stats.redelivered += 1
+            self.metrics.redelivered.inc()
             self._send(out)
 
     def _seal(self, origin: Origin) -> None:

@@ -81,6 +81,8 @@ class TopicReader:
         while time.monotonic() < deadline:
             if self.poll():
                 quiet_since = time.monotonic()
+                if settle_s == 0 and len(self.records) >= min_count:
+                    break
             elif len(self.records) >= min_count and time.monotonic() - quiet_since >= settle_s:
                 break
         return self.records

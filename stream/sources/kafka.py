@@ -7,6 +7,7 @@ commits stored offsets in the background, and we commit synchronously on revocat
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -22,13 +23,20 @@ log = logging.getLogger(__name__)
 class KafkaSource(Source):
     """Subscribe to ``topics`` as member of ``conf['group.id']``."""
 
-    def __init__(self, conf: dict[str, Any], topics: list[str]) -> None:
-        base = {
+    def __init__(
+        self,
+        conf: dict[str, Any],
+        topics: list[str],
+        stats_cb: Callable[[str], None] | None = None,
+    ) -> None:
+        base: dict[str, Any] = {
             "enable.auto.offset.store": False,
             "enable.auto.commit": True,
             "auto.offset.reset": "earliest",
             "log_level": 3,
         }
+        if stats_cb is not None:
+            base["stats_cb"] = stats_cb
         self._consumer = Consumer({**base, **conf}, logger=log)
         self._assigned: set[tuple[str, int]] = set()
         self._paused = False

@@ -1,0 +1,191 @@
+"""Operating the worker: metrics, health/readiness, hot reload of bundles."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream.demo import BAD_RECORDS, sample_events
+from stream.health import HealthServer
+from stream.metrics import WorkerMetrics
+from stream.models.bundle import Bundle
+from stream.pipeline import Pipeline
+from stream.reload import BundleReloader
+from stream.runtime import build_pipeline, make_sink, make_source
+from stream.settings import Settings
+from stream.sinks import MemorySink
+from stream.sources import MemorySource
+from stream.worker import Worker
+
+from .conftest import BUNDLE, BrokerHandle
+from .kafka_utils import create_topics, make_events, read_all, seed
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, value = line.rsplit(" ", 1)
+        if head.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            return float(value)
+    raise AssertionError(f"{name} {labels} not in metrics")
+
+
+def test_metrics_count_a_stream(bundle: Bundle):
+    good = sample_events()
+    source = MemorySource(good + BAD_RECORDS)
+    metrics = WorkerMetrics()
+    worker = Worker(
+        Settings(bundle=BUNDLE, batch_max_events=8),
+        source,
+        MemorySink(),
+        Pipeline(bundle),
+        metrics=metrics,
+    )
+    server = HealthServer(metrics, worker.readiness, lambda: worker.heartbeat, 0, "127.0.0.1")
+    server.start()
+    try:
+        stats = worker.run()
+        code, text = _get(server.port, "/metrics")
+    finally:
+        server.stop()
+    assert code == 200
+    assert _metric(text, "crisis_events_in_total") == len(good) + len(BAD_RECORDS)
+    labelled = sum(
+        _metric(text, "crisis_events_labeled_total", task="informative", label=lab)
+        for lab in ("informative", "not_informative")
+        if f'label="{lab}"' in text
+    )
+    assert labelled == len(good)
+    assert _metric(text, "crisis_events_dlq_total", reason="not_json") == 1
+    assert _metric(text, "crisis_events_dlq_total", reason="empty") == 1
+    assert _metric(text, "crisis_events_dlq_total", reason="schema") == 1
+    assert _metric(text, "crisis_batch_size_count") == stats.batches
+    assert _metric(text, "crisis_batch_size_sum") == len(good)
+    assert _metric(text, "crisis_encoder_seconds_count", modality="text") == stats.batches
+    assert _metric(text, "crisis_events_review_total") == stats.review
+    assert (
+        _metric(text, "crisis_model_info", bundle=bundle.manifest.name, sha256=bundle.sha256) == 1
+    )
+
+
+@pytest.mark.kafka
+def test_readyz_flips_with_assignment_and_shutdown(noida: BrokerHandle, bundle: Bundle):
+    settings = noida.settings()
+    create_topics(settings)
+    metrics = WorkerMetrics()
+    worker = Worker(
+        settings,
+        make_source("kafka", settings, metrics),
+        make_sink("kafka", settings),
+        Pipeline(bundle),
+        metrics=metrics,
+    )
+    server = HealthServer(metrics, worker.readiness, lambda: worker.heartbeat, 0, "127.0.0.1")
+    server.start()
+    try:
+        assert _get(server.port, "/readyz")[0] == 503
+        assert _get(server.port, "/healthz")[0] == 200
+        for _ in range(200):
+            worker.step()
+            if worker.source.ready:
+                break
+        code, body = _get(server.port, "/readyz")
+        assert code == 200, body
+        seed(noida.bootstrap, settings.input_topic, make_events(30))
+        for _ in range(400):
+            worker.step()
+            if worker.stats.completed >= 30:
+                break
+        assert worker.stats.labeled == 30
+        worker.request_stop()
+        assert _get(server.port, "/readyz")[0] == 503
+    finally:
+        worker.shutdown()
+        server.stop()
+
+
+def _variant(src: Path, dst: Path, version: str) -> Path:
+    shutil.copytree(src, dst)
+    manifest = orjson.loads((dst / "manifest.json").read_bytes())
+    manifest["version"] = version
+    (dst / "manifest.json").write_bytes(orjson.dumps(manifest))
+    return dst
+
+
+@pytest.mark.kafka
+def test_hot_reload_swaps_between_batches_and_refuses_tampered(noida: BrokerHandle, tmp_path: Path):
+    v1 = _variant(BUNDLE, tmp_path / "v1", "1.0.0-test")
+    v2 = _variant(BUNDLE, tmp_path / "v2", "2.0.0-test")
+    bad = _variant(BUNDLE, tmp_path / "bad", "3.0.0-tampered")
+    onnx = bad / orjson.loads((bad / "manifest.json").read_bytes())["text_encoder"]["files"]["int8"]
+    onnx.write_bytes(onnx.read_bytes()[:-100] + b"\0" * 100)
+    current = tmp_path / "current"
+    current.symlink_to(v1, target_is_directory=True)
+
+    settings = noida.settings(bundle=current, batch_max_events=8)
+    create_topics(settings)
+    metrics = WorkerMetrics()
+    results: list[str] = []
+    reloader = BundleReloader(
+        current,
+        lambda p: build_pipeline(settings.model_copy(update={"bundle": p})),
+        interval_s=3600,
+        on_result=results.append,
+    )
+    worker = Worker(
+        settings,
+        make_source("kafka", settings),
+        make_sink("kafka", settings),
+        build_pipeline(settings),
+        metrics=metrics,
+        reloader=reloader,
+    )
+    total = 0
+
+    def wave(n: int, tag: str) -> None:
+        nonlocal total
+        seed(noida.bootstrap, settings.input_topic, make_events(n, prefix=tag))
+        total += n
+        for _ in range(2000):
+            worker.step()
+            if worker.stats.completed >= total:
+                return
+        raise AssertionError("stream stalled")
+
+    try:
+        wave(60, "a")
+        current.unlink()
+        current.symlink_to(v2, target_is_directory=True)
+        reloader.check()
+        wave(60, "b")
+        current.unlink()
+        current.symlink_to(bad, target_is_directory=True)
+        reloader.check()
+        wave(60, "c")
+    finally:
+        worker.shutdown()
+    assert results == ["loaded", "refused"]
+    out = read_all(noida.bootstrap, settings.output_topic, total)
+    ids = [o["id"] for o in out]
+    assert len(ids) == len(set(ids)) == total  # zero lost, zero duplicated
+    version = {o["id"]: o["model"]["version"] for o in out}
+    assert {version[f"a-{i}"] for i in range(60)} == {"1.0.0-test"}
+    assert {version[f"b-{i}"] for i in range(60)} == {"2.0.0-test"}
+    assert {version[f"c-{i}"] for i in range(60)} == {"2.0.0-test"}  # tampered one refused
+    assert "sha256" in (reloader.last_error or "")
