@@ -8,21 +8,48 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from stream.fusion import fuse
+from stream.images.branch import ImageBranch
+from stream.images.source import ImageOptions
 from stream.models.bundle import Bundle
 from stream.rationale import top_words
-from stream.schemas import InputEvent, LabeledEvent, ModelInfo, Origin, Rationale, TaskLabel
+from stream.schemas import (
+    ImageCell,
+    InputEvent,
+    LabeledEvent,
+    ModelInfo,
+    Origin,
+    Rationale,
+    TaskLabel,
+    TextSpan,
+)
 
 __all__ = ["Pipeline"]
 
 
 class Pipeline:
-    """Encode a micro-batch once, apply every task head, attach exact rationales."""
+    """Encode a micro-batch once, apply every task head, attach exact rationales.
 
-    def __init__(self, bundle: Bundle, top_k: int = 5, review_threshold: float | None = None):
+    Events with an image also go through the bundle's image side (if any): per task, the
+    calibrated text and image logits are fused (:mod:`stream.fusion`) and the rationale gains
+    image cells and cross-modal links; an image that cannot be used sets ``image_error`` and
+    the event is labelled from its text.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        top_k: int = 5,
+        review_threshold: float | None = None,
+        images: ImageOptions | None = None,
+    ):
         self.bundle = bundle
         self.top_k = top_k
         self.review_threshold = review_threshold
         self.model_info = ModelInfo(**bundle.info)
+        self.images = ImageBranch(bundle.image, images, bundle.encoder)
+        cells_k = images.cells_top_k if images is not None else None
+        self.cells_top_k = top_k if cells_k is None else cells_k
 
     def label(
         self,
@@ -36,13 +63,24 @@ class Pipeline:
         enc = self.bundle.encoder.encode([e.text for e in events])
         t_enc = time.perf_counter()
         results = [(head, head.predict(enc.embeddings)) for head in self.bundle.heads]
+        has_images = any(ev.image is not None for ev in events)
+        views = self.images.run(events) if has_images else [None] * len(events)
+        t_img = time.perf_counter()
         out: list[LabeledEvent] = []
         for i, ev in enumerate(events):
             labels: dict[str, TaskLabel] = {}
-            spans = []
+            spans: list[TextSpan] = []
+            cells: list[ImageCell] = []
+            reliance: list[dict[str, float]] = []
+            view = views[i]
+            image_ok = view is not None and view.ok
+            use_text = bool(ev.text.strip()) or not image_ok
             for head, res in results:
-                pred = int(res.pred[i])
-                probs = res.probs[i]
+                image_z = self.images.logits(head.task, view) if image_ok else None
+                text_z = res.logits[i] / head.temperature if use_text or image_z is None else None
+                decision = fuse(text_z, image_z, self.images.weights(head.task))
+                pred, probs = decision.pred, decision.probs
+                reliance.append(decision.reliance)
                 threshold = self.review_threshold or head.review_threshold
                 labels[head.task] = TaskLabel(
                     label=head.labels[pred],
@@ -51,10 +89,11 @@ class Pipeline:
                         lab: round(float(p), 5) for lab, p in zip(head.labels, probs, strict=True)
                     },
                     calibrated=True,
-                    needs_review=bool(probs[pred] < threshold),
+                    needs_review=bool(probs[pred] < threshold) or not (use_text or image_ok),
                 )
-                if self.top_k and ev.text:
+                if self.top_k and ev.text and decision.text_weight:
                     shares = head.token_shares(enc.tokens[i], float(enc.scale[i]), pred)
+                    shares = shares * decision.text_weight
                     spans += top_words(
                         ev.text,
                         enc.offsets[i],
@@ -64,7 +103,16 @@ class Pipeline:
                         head.labels[pred],
                         self.top_k,
                     )
+                if view is not None and image_ok and decision.image_weight:
+                    cells += self.images.top_cells(
+                        head.task, pred, view, decision.image_weight, self.cells_top_k
+                    )
+            links = []
+            if view is not None and image_ok and spans:
+                links = self.images.links(view, ev.text, spans, self.top_k)
             timing = {"encode": round((t_enc - t0) * 1000, 2)}
+            if has_images:
+                timing["image"] = round((t_img - t_enc) * 1000, 2)
             if received is not None:
                 timing["queue"] = round((t0 - received[i]) * 1000, 2)
             out.append(
@@ -79,9 +127,12 @@ class Pipeline:
                     gold=ev.gold,
                     labels=labels,
                     needs_review=any(t.needs_review for t in labels.values()),
-                    modality={"text": 1.0, "image": 0.0},
-                    rationale=Rationale(text=spans),
-                    image_error="image input is not enabled in this build" if ev.image else None,
+                    modality={
+                        m: round(sum(r[m] for r in reliance) / len(reliance), 4)
+                        for m in ("text", "image")
+                    },
+                    rationale=Rationale(text=spans, image=cells, links=links),
+                    image_error=view.error if view is not None else None,
                     model=self.model_info,
                     origin=origins[i],
                     timing_ms=timing,

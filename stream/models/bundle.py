@@ -16,9 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stream.errors import BundleError, BundleIntegrityError
 from stream.models.heads import LinearHead
+from stream.models.image import ImageModel
 from stream.models.text import TextEncoder
 
-__all__ = ["Bundle", "HeadSpec", "Manifest", "TextEncoderSpec", "load_bundle", "sha256_file"]
+__all__ = [
+    "Bundle",
+    "HeadSpec",
+    "ImageEncoderSpec",
+    "Manifest",
+    "TextEncoderSpec",
+    "load_bundle",
+    "sha256_file",
+]
 
 Precision = Literal["int8", "fp32"]
 
@@ -47,6 +56,19 @@ class HeadSpec(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
+class ImageEncoderSpec(BaseModel):
+    """Optional image side: ONNX encoder(s), concept space, image heads and fusion weights."""
+
+    model_config = ConfigDict(extra="allow")
+    files: dict[str, str]
+    precision: str = "fp32"
+    input_size: int = 224
+    grid: int = 7
+    concepts: str = "image_concepts.npz"
+    heads: list[HeadSpec] = Field(default_factory=list)
+    fusion: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
     format: int = 1
@@ -57,6 +79,7 @@ class Manifest(BaseModel):
     text_encoder: TextEncoderSpec
     heads: list[HeadSpec]
     files: dict[str, str]
+    image_encoder: ImageEncoderSpec | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -106,6 +129,7 @@ class Bundle:
     encoder: TextEncoder
     heads: list[LinearHead]
     sha256: str
+    image: ImageModel | None = None
 
     @property
     def info(self) -> dict[str, Any]:
@@ -134,6 +158,12 @@ def load_bundle(
             f"bundle {bundle_dir} has no {prec} text encoder (has {list(spec.files)})"
         )
     needed = {spec.files[prec], spec.tokenizer, *(h.file for h in manifest.heads)}
+    ispec, iprec = manifest.image_encoder, ""
+    if ispec is not None:  # optional image side: same integrity rules
+        iprec = precision if precision in ispec.files else ispec.precision
+        if iprec not in ispec.files:
+            raise BundleError(f"bundle {bundle_dir} has no {iprec} image encoder")
+        needed |= {ispec.files[iprec], ispec.concepts, *(h.file for h in ispec.heads)}
     unlisted = needed - set(manifest.files)
     if unlisted:
         raise BundleIntegrityError(f"bundle {bundle_dir}: files without a hash: {sorted(unlisted)}")
@@ -151,5 +181,8 @@ def load_bundle(
         )
         for h in manifest.heads
     ]
+    image = None
+    if ispec is not None:
+        image = ImageModel.load(bundle_dir, ispec, iprec, threads, batch_size)
     digest = hashlib.sha256(orjson.dumps(manifest.files, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return Bundle(bundle_dir, manifest, prec, encoder, heads, digest)
+    return Bundle(bundle_dir, manifest, prec, encoder, heads, digest, image)

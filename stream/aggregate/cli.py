@@ -1,0 +1,116 @@
+"""``crisis-stream aggregate``: run the faust aggregator (options fall back to environment)."""
+
+from __future__ import annotations
+
+import click
+
+from stream.aggregate.app import run_aggregator
+from stream.aggregate.config import DEFAULT_WEB_PORT
+from stream.errors import CrisisStreamError
+
+__all__ = ["aggregate"]
+
+
+@click.command("aggregate")
+@click.option(
+    "--bootstrap",
+    envvar="CRISIS_BOOTSTRAP_SERVERS",
+    default="127.0.0.1:9092",
+    show_default=True,
+    help="Kafka bootstrap servers (CRISIS_BOOTSTRAP_SERVERS)",
+)
+@click.option(
+    "--topic",
+    envvar="CRISIS_OUTPUT_TOPIC",
+    default="crisis.events.labeled",
+    show_default=True,
+    help="labelled topic to aggregate (CRISIS_OUTPUT_TOPIC)",
+)
+@click.option(
+    "--app-id",
+    envvar="CRISIS_AGG_APP_ID",
+    default="crisis-aggregate",
+    show_default=True,
+    help="faust app id: consumer group and changelog topic prefix",
+)
+@click.option(
+    "--window",
+    "window_s",
+    type=click.IntRange(min=1),
+    envvar="CRISIS_AGG_WINDOW_S",
+    default=300,
+    show_default=True,
+    help="tumbling window size, seconds",
+)
+@click.option(
+    "--expires",
+    "expires_s",
+    type=click.IntRange(min=1),
+    envvar="CRISIS_AGG_EXPIRES_S",
+    default=86_400,
+    show_default=True,
+    help="keep windows this long (wall clock), seconds",
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    envvar="CRISIS_AGG_WEB_PORT",
+    default=DEFAULT_WEB_PORT,
+    show_default=True,
+)
+@click.option("--web-bind", envvar="CRISIS_AGG_WEB_BIND", default="0.0.0.0", show_default=True)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    envvar="CRISIS_AGG_PARTITIONS",
+    default=None,
+    help="partitions of the aggregator's own topics (default: as many as the labelled topic)",
+)
+@click.option(
+    "--replication",
+    type=click.IntRange(min=1),
+    envvar="CRISIS_AGG_REPLICATION",
+    default=1,
+    show_default=True,
+    help="replication factor of the changelog topics",
+)
+@click.option("--top-words", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--group-instance-id",
+    envvar="CRISIS_AGG_GROUP_INSTANCE_ID",
+    default=None,
+    help="static group membership (a restart reclaims its partitions at once)",
+)
+@click.option("--log-level", envvar="CRISIS_LOG_LEVEL", default="INFO", show_default=True)
+def aggregate(
+    bootstrap: str,
+    topic: str,
+    app_id: str,
+    window_s: int,
+    expires_s: int,
+    web_port: int,
+    web_bind: str,
+    partitions: int | None,
+    replication: int,
+    top_words: int,
+    group_instance_id: str | None,
+    log_level: str,
+) -> None:
+    """Count labelled events per time window and serve them on HTTP (JSON + an HTML page)."""
+    try:
+        run_aggregator(
+            bootstrap,
+            web_port,
+            topic=topic,
+            app_id=app_id,
+            window_s=window_s,
+            expires_s=expires_s,
+            web_bind=web_bind,
+            partitions=partitions,
+            replication=replication,
+            top_words=top_words,
+            group_instance_id=group_instance_id,
+            log_level=log_level,
+        )
+    except CrisisStreamError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,164 @@
+"""Opt-in image fetching by URL, hardened against server-side request forgery.
+
+A URL in an event is attacker-controlled, so fetching (off by default) only goes to allowlisted
+hosts, resolves the name itself and refuses private, loopback, link-local and other non-global
+addresses (unless explicitly allowed), then connects to the address it checked (no second DNS
+lookup to rebind), and caps size, time and redirects (each hop is checked again).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from stream.images.decode import ImageError
+
+__all__ = ["FetchPolicy", "check_address", "fetch_url", "host_allowed"]
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """``allow_hosts``: exact host names, ``.example.org`` / ``*.example.org`` for subdomains,
+    or ``*`` for any host (non-global addresses stay refused unless ``allow_private``)."""
+
+    allow_hosts: tuple[str, ...] = ()
+    allow_private: bool = False
+    timeout_s: float = 5.0
+    max_bytes: int = 10_000_000
+    max_redirects: int = 3
+
+
+def host_allowed(host: str, allow_hosts: tuple[str, ...]) -> bool:
+    host = host.lower().rstrip(".")
+    for entry in allow_hosts:
+        entry = entry.lower().strip().rstrip(".")
+        if entry == "*" or entry == host:
+            return True
+        suffix = entry[1:] if entry.startswith("*.") else entry
+        if suffix.startswith(".") and host.endswith(suffix):
+            return True
+    return False
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def check_address(ip_text: str, allow_private: bool) -> IPAddress:
+    """Parse a resolved address and refuse it unless it is a global unicast address."""
+    ip = ipaddress.ip_address(ip_text.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified or ip.is_multicast:
+        raise ImageError("fetch_refused", f"address {ip} is not a unicast address")
+    if not allow_private and not ip.is_global:
+        raise ImageError(
+            "fetch_refused",
+            f"address {ip} is private, loopback, link-local or reserved "
+            "(CRISIS_IMAGE_FETCH_ALLOW_PRIVATE to allow)",
+        )
+    return ip
+
+
+def _resolve(host: str, port: int, allow_private: bool) -> str:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ImageError("fetch_failed", f"cannot resolve {host}: {exc}") from exc
+    if not infos:
+        raise ImageError("fetch_failed", f"{host} has no address")
+    # every address must pass: a name that also points inside the network is refused
+    checked = [check_address(str(info[4][0]), allow_private) for info in infos]
+    return str(checked[0])
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to an address that was already checked, sends the URL's host name."""
+
+    def __init__(self, host: str, port: int, ip: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._ip = ip
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, ip: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._ip = ip
+        self._tls = ssl.create_default_context()
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+
+
+def _get(url: str, policy: FetchPolicy, deadline: float) -> tuple[int, str | None, bytes]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ImageError("fetch_refused", f"only http(s) URLs can be fetched, not {url[:80]!r}")
+    host = parts.hostname
+    if not host_allowed(host, policy.allow_hosts):
+        raise ImageError("fetch_refused", f"host {host} is not in CRISIS_IMAGE_FETCH_ALLOW_HOSTS")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    ip = _resolve(host, port, policy.allow_private)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ImageError("fetch_failed", f"timed out after {policy.timeout_s}s")
+    conn_type = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    conn = conn_type(host, port, ip, remaining)
+    try:
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        conn.request("GET", path, headers={"User-Agent": "crisis-stream", "Accept": "image/*"})
+        resp = conn.getresponse()
+        if resp.status in _REDIRECTS:
+            return resp.status, resp.getheader("Location"), b""
+        if resp.status != 200:
+            raise ImageError("fetch_failed", f"HTTP {resp.status} from {host}")
+        length = resp.getheader("Content-Length")
+        if length and length.isdigit() and int(length) > policy.max_bytes:
+            raise ImageError(
+                "too_large", f"Content-Length {length} exceeds the {policy.max_bytes} byte limit"
+            )
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ImageError("fetch_failed", f"timed out after {policy.timeout_s}s")
+            if conn.sock is not None:
+                conn.sock.settimeout(remaining)
+            chunk = resp.read1(65536)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > policy.max_bytes:
+                raise ImageError("too_large", f"response exceeds the {policy.max_bytes} byte limit")
+            chunks.append(chunk)
+        return 200, None, b"".join(chunks)
+    except (OSError, http.client.HTTPException) as exc:
+        raise ImageError("fetch_failed", f"{host}: {exc or type(exc).__name__}") from exc
+    finally:
+        conn.close()
+
+
+def fetch_url(url: str, policy: FetchPolicy) -> bytes:
+    """GET ``url`` within ``policy``; raises :class:`ImageError` with the reason otherwise."""
+    deadline = time.monotonic() + policy.timeout_s
+    for _ in range(policy.max_redirects + 1):
+        status, location, body = _get(url, policy, deadline)
+        if status == 200:
+            return body
+        if not location:
+            raise ImageError("fetch_failed", f"HTTP {status} without a Location header")
+        url = urljoin(url, location)
+    raise ImageError("fetch_failed", f"more than {policy.max_redirects} redirects")
