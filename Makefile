@@ -7,9 +7,26 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 BUNDLE ?= models/minilm-crisis
 
-.PHONY: setup models demo test test-slow lint clean
+# Debian tools some tests drive for real: headless Chromium (HTML reports), docker-compose v1
+# (validates the compose file offline), promtool (checks the Prometheus config).
+SYSTEM_TOOLS := chromium docker-compose promtool
+SYSTEM_PACKAGES := chromium docker-compose prometheus
+
+.PHONY: setup system models demo test test-slow lint bench clean
 
 setup: $(VENV)/.installed
+
+# Installs the Debian tools when missing and apt-get is usable (root); otherwise the tests
+# that need them skip with a reason.
+system:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "warning: missing$$missing (not root): the tests that need them will skip"; fi; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +43,10 @@ $(BUNDLE)/manifest.json: $(VENV)/.installed
 demo: models
 	$(PY) -m stream demo --bundle $(BUNDLE)
 
-test: models
+test: models system
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-slow: models
+test-slow: models system
 	$(PY) -m pytest -q -m slow
 
 lint: setup

@@ -190,8 +190,15 @@ def models() -> None:
     default=None,
     help="CrisisMMD directory (default: ../shared/datasets/crisismmd)",
 )
-def models_build(out: Path | None, data: Path | None) -> None:
-    """Build the default text bundle from package-shipped weights (needs the build extra)."""
+@click.option(
+    "--image/--no-image",
+    default=True,
+    show_default=True,
+    help="also build the image side (EfficientNet-Lite0, concepts, fusion)",
+)
+def models_build(out: Path | None, data: Path | None, image: bool) -> None:
+    """Build the default bundle from package-shipped weights (needs the build extra): the text
+    encoder and heads, and (unless --no-image) the image encoder, concept space and fusion."""
     import time
 
     from stream.data.crisismmd import find_dataset
@@ -210,7 +217,7 @@ def models_build(out: Path | None, data: Path | None) -> None:
             fg="yellow",
             err=True,
         )
-    build_bundle(out, data, progress)
+    build_bundle(out, data, progress, image=image)
     click.echo(f"bundle written to {out} in {time.perf_counter() - t0:.0f}s")
 
 
@@ -223,6 +230,23 @@ def models_verify(bundle: Path) -> None:
     manifest = read_manifest(bundle)
     verify_files(bundle, manifest)
     click.echo(f"{manifest.name} {manifest.version}: {len(manifest.files)} files verified")
+
+
+def _register() -> None:
+    """Commands that live next to what they drive; imported here so ``--help`` lists them."""
+    from stream.aggregate.cli import aggregate
+    from stream.explain import explain
+    from stream.faithfulness import faithfulness
+    from stream.images.evaluate import evaluate_images
+    from stream.replay.cli import backtest, evaluate, load_crisismmd, replay
+
+    for command in (replay, backtest, evaluate, load_crisismmd, aggregate, explain):
+        cli.add_command(command)
+    cli.add_command(faithfulness)
+    cli.add_command(evaluate_images)
+
+
+_register()
 
 
 def main() -> None:

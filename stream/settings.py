@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream.images.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+
 __all__ = ["Settings"]
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -56,6 +58,21 @@ class Settings(BaseSettings):
     threads: int | None = None
     review_threshold: float | None = Field(None, description="override the bundle's threshold")
     rationale_top_k: int = 5
+
+    # Images (see stream/images/source.py): base64 is always accepted (size-capped); local
+    # paths only under image_root; URL fetching only when enabled, for allowlisted hosts.
+    image_max_bytes: int = Field(DEFAULT_MAX_BYTES, description="cap on one image's encoded bytes")
+    image_max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="cap on width x height (bombs)")
+    image_root: Path | None = Field(None, description="directory image.path may point into")
+    image_fetch_enabled: bool = False
+    image_fetch_allow_hosts: list[str] = Field(
+        default_factory=list, description="host patterns image.url may name, e.g. *.twimg.com"
+    )
+    image_fetch_allow_private: bool = Field(
+        False, description="allow private/loopback addresses (tests, closed networks only)"
+    )
+    image_fetch_timeout_s: float = 5.0
+    image_cells_top_k: int | None = Field(None, description="image cells per label (default k)")
 
     # Batching and limits
     batch_max_events: int = 32

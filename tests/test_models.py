@@ -31,7 +31,10 @@ def test_int8_embeddings_match_fp32(bundle: Bundle):
 def test_encoding_restores_order_and_is_batch_invariant(bundle: Bundle):
     together = bundle.encoder.encode(TEXTS).embeddings
     alone = np.stack([bundle.encoder.encode([t]).embeddings[0] for t in TEXTS[:6]])
-    np.testing.assert_allclose(together[:6], alone, atol=2e-2)
+    # dynamic int8 quantizes activations with one scale per batch tensor, so a text's embedding
+    # moves slightly with its batch-mates: the same direction, not the same bits
+    cos = (together[:6] * alone).sum(1)
+    assert cos.min() >= 0.99, f"min cosine alone vs batched = {cos.min():.4f}"
     sims = together[:6] @ alone.T
     assert (sims.argmax(1) == np.arange(6)).all()
 

@@ -53,6 +53,7 @@ class ImageOptions:
             fetch_allow_hosts=tuple(get("image_fetch_allow_hosts", ())),
             fetch_allow_private=bool(get("image_fetch_allow_private", False)),
             fetch_timeout_s=float(get("image_fetch_timeout_s", 5.0)),
+            cells_top_k=getattr(settings, "image_cells_top_k", None),
         )
 
     def fetch_policy(self) -> FetchPolicy:
