@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 from hypothesis import given
@@ -85,3 +87,15 @@ def test_json_schemas_are_exported():
     }
     labeled = schemas["labeled_event.schema.json"]
     assert {"id", "labels", "rationale", "origin", "model"} <= set(labeled["required"])
+
+
+def test_published_schemas_are_current():
+    """``schemas/`` is the contract downstream services code against: regenerate it with
+    ``crisis-stream schema --out schemas`` whenever the models change."""
+    published = Path(__file__).resolve().parent.parent / "schemas"
+    for name, doc in json_schemas().items():
+        path = published / name
+        assert path.is_file(), f"{path} missing: run `crisis-stream schema --out schemas`"
+        assert orjson.loads(path.read_bytes()) == orjson.loads(orjson.dumps(doc)), (
+            f"{path} is stale: run `crisis-stream schema --out schemas`"
+        )

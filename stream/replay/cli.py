@@ -161,23 +161,39 @@ def backtest(
 @click.option("--precision", type=_PRECISION, help="encoder precision (default: the bundle's)")
 @click.option(
     "--data",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    required=True,
-    help="CrisisMMD split .tsv, or .jsonl of InputEvents with gold labels",
+    type=click.Path(path_type=Path, exists=True),
+    help="CrisisMMD split .tsv, or .jsonl of InputEvents with gold labels "
+    "(with --faithfulness: the CrisisMMD directory, default ../shared/datasets/crisismmd)",
 )
 @click.option("--task", default="informative", show_default=True)
 @click.option("--limit", type=int, help="only the first N events")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="also write JSON here")
+@click.option(
+    "--faithfulness",
+    "faithful",
+    is_flag=True,
+    help="instead: ERASER comprehensiveness/sufficiency of the text rationales on the test split",
+)
+@click.pass_context
 def evaluate(
+    ctx: click.Context,
     bundle: Path | None,
     precision: str | None,
-    data: Path,
+    data: Path | None,
     task: str,
     limit: int | None,
     json_out: Path | None,
+    faithful: bool,
 ) -> None:
     """Label gold-labelled events and print accuracy, macro-F1, per-class F1, the confusion
-    matrix and the ECE."""
+    matrix and the ECE (or, with --faithfulness, how faithful the text rationales are)."""
+    if faithful:
+        from stream.faithfulness import faithfulness
+
+        ctx.invoke(faithfulness, bundle_dir=bundle, data=data, task=task, limit=limit, out=json_out)
+        return
+    if data is None or data.is_dir():
+        raise click.UsageError("--data must name a .tsv or .jsonl file")
     from stream.metrics_eval import format_evaluation
     from stream.replay.evaluate import evaluate_events
     from stream.replay.gold import read_events
