@@ -232,6 +232,38 @@ def models_verify(bundle: Path) -> None:
     click.echo(f"{manifest.name} {manifest.version}: {len(manifest.files)} files verified")
 
 
+@models.command("add-label")
+@click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="new bundle dir")
+@click.option("--task", required=True, help="a new task, or one with a prototype head")
+@click.option("--label", required=True)
+@click.option("--description", required=True, help="one plain sentence of what such tweets say")
+@click.option(
+    "--examples",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="a text file of example tweets for this label, one per line",
+)
+def models_add_label(
+    bundle_dir: Path,
+    out: Path,
+    task: str,
+    label: str,
+    description: str,
+    examples: Path | None,
+) -> None:
+    """Add a label with no retraining: a prototype from its description (and examples)."""
+    from stream.models.labels import add_label
+
+    texts = []
+    if examples is not None:
+        texts = [t.strip() for t in examples.read_text().splitlines() if t.strip()]
+    entry = add_label(bundle_dir, out, task, label, description, texts)
+    click.echo(
+        f"{out}: task {task} labels {entry['labels']} ({len(texts)} examples for {label}); "
+        f"point the worker at it (CRISIS_BUNDLE) or swap it in for hot reload"
+    )
+
+
 def _register() -> None:
     """Commands that live next to what they drive; imported here so ``--help`` lists them."""
     from stream.aggregate.cli import aggregate
