@@ -35,4 +35,20 @@ def render_event(ev: LabeledEvent, task: str = "informative") -> str:
     lines.append("   " + highlight(ev.text, spans))
     words = ", ".join(f"{s.token!r} {s.weight:+.2f}" for s in ev.rationale.text if s.task == task)
     lines.append(f"   why ({task}): {words}")
+    if ev.image_error:
+        lines.append(click.style(f"   image not used: {ev.image_error}", fg="yellow"))
+    elif ev.rationale.image:
+        reliance = ", ".join(f"{m} {w:.2f}" for m, w in ev.modality.items())
+        cells = ", ".join(
+            f"[{c.x},{c.y} {c.w}x{c.h}] {c.concept or '?'} {c.weight:+.2f}"
+            for c in ev.rationale.image
+            if c.task == task
+        )
+        lines.append(f"   image ({task}; reliance {reliance}): {cells}")
+        links = ", ".join(
+            f"{ev.text[lk.text_span[0] : lk.text_span[1]]!r}~{lk.image_cell} {lk.weight:.2f}"
+            for lk in ev.rationale.links
+        )
+        if links:
+            lines.append(f"   links: {links}")
     return "\n".join(lines)

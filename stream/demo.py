@@ -19,7 +19,7 @@ from stream.schemas import DeadLetter, LabeledEvent
 from stream.settings import Settings
 from stream.worker import Worker
 
-__all__ = ["BAD_RECORDS", "read_topic", "run_demo", "sample_events"]
+__all__ = ["BAD_RECORDS", "image_events", "read_topic", "run_demo", "sample_events"]
 
 #: records that must end in the dead-letter topic, shown in the demo
 BAD_RECORDS = [b"this is not json", b'{"id": "bad-1", "text": ""}', b'{"text": "no id here"}']
@@ -28,6 +28,66 @@ BAD_RECORDS = [b"this is not json", b'{"id": "bad-1", "text": ""}', b'{"text": "
 def sample_events() -> list[bytes]:
     data = resources.files("stream").joinpath("samples/events.jsonl").read_bytes()
     return [line for line in data.splitlines() if line.strip()]
+
+
+def _truncated_jpeg() -> str:
+    """A real JPEG cut in half, base64: shows that a broken image never drops its event."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (90, 120, 160)).save(buf, "JPEG")
+    return base64.b64encode(buf.getvalue()[: buf.tell() // 2]).decode("ascii")
+
+
+def image_events(data_dir: Path | None) -> tuple[list[bytes], Path | None]:
+    """Mixed text/image events: real CrisisMMD tweets with their images (read in place under
+    ``data_dir/images``, never copied) when the dataset is present, one image-only event, and
+    one event whose image is broken. Returns the records and the image root to allow."""
+    out: list[dict[str, object]] = [
+        {
+            "id": "sample-img-broken",
+            "text": "Photos of the flooded main road in Kelani, water up to the shop roofs",
+            "image": {"b64": _truncated_jpeg()},
+            "event": "srilanka_floods",
+        }
+    ]
+    if data_dir is None:
+        return [orjson.dumps(e) for e in out], None
+    from stream.images.rows import read_image_rows
+
+    rows = [r for r in read_image_rows(data_dir) if r.task == "humanitarian" and r.split == "test"]
+    wanted = ["infrastructure_and_utility_damage", "rescue_volunteering_or_donation_effort"]
+    picked = [
+        next(r for r in rows if r.label == lab)
+        for lab in wanted
+        if any(r.label == lab for r in rows)
+    ]
+    root = data_dir / "images"
+    for r in picked:
+        rel = str(r.image.relative_to(root))
+        out.append(
+            {
+                "id": f"sample-img-{r.tweet_id}",
+                "text": r.text,
+                "image": {"path": rel},
+                "event": "srilanka_floods",
+                "source": "twitter",
+            }
+        )
+    if picked:
+        rel = str(picked[0].image.relative_to(root))
+        out.append(
+            {
+                "id": "sample-img-only",
+                "text": "",
+                "image": {"path": rel},
+                "event": "srilanka_floods",
+            }
+        )
+    return [orjson.dumps(e) for e in out], root
 
 
 def seed(bootstrap: str, topic: str, values: list[bytes]) -> None:
@@ -68,7 +128,10 @@ def read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> l
 
 def run_demo(bundle: Path, broker_kind: BrokerKind = "noida") -> int:
     """Run the whole demo; returns the number of events that came out labelled."""
-    events = sample_events()
+    from stream.data.crisismmd import find_dataset
+
+    pictures, image_root = image_events(find_dataset())
+    events = sample_events() + pictures
     click.secho(f"starting a local {broker_kind} Kafka-protocol broker…", fg="cyan")
     with LocalBroker(broker_kind) as broker:
         settings = Settings(
@@ -77,6 +140,7 @@ def run_demo(bundle: Path, broker_kind: BrokerKind = "noida") -> int:
             group_id="crisis-demo",
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
+            image_root=image_root,
         )
         ensure_topics(
             settings.kafka_common(),
@@ -120,6 +184,8 @@ def run_demo(bundle: Path, broker_kind: BrokerKind = "noida") -> int:
             f"{dl.error.kind}: {dl.error.message}",
             fg="red",
         )
+    if image_root is None:
+        click.secho("(no ../shared CrisisMMD images here: only the broken-image event)", dim=True)
     counts = Counter(ev.labels["informative"].label for ev in labeled if "informative" in ev.labels)
     click.echo()
     click.secho("summary", bold=True)
