@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TextIO
+from typing import TextIO
 
 from stream.admin import ensure_topics
 from stream.errors import ConfigError
@@ -22,11 +22,10 @@ from stream.replay.reader import Bound, ReplaySource
 from stream.runtime import build_pipeline
 from stream.schemas import LabeledEvent
 from stream.settings import Settings
-from stream.sinks import KafkaSink, Sink
-from stream.sinks.base import DeliveryCallback
+from stream.sinks import JsonlSink, KafkaSink, Sink
 from stream.worker import Worker, WorkerStats
 
-__all__ = ["FileSink", "Progress", "ReplayResult", "SinkTarget", "parse_sink", "replay"]
+__all__ = ["Progress", "ReplayResult", "SinkTarget", "parse_sink", "replay"]
 
 
 @dataclass(frozen=True)
@@ -47,43 +46,6 @@ def parse_sink(spec: str) -> SinkTarget:
     if kind not in ("topic", "file") or not name:
         raise ConfigError(f"bad sink {spec!r}: use topic:NAME or file:PATH")
     return SinkTarget(kind, name)
-
-
-class FileSink(Sink):
-    """Writes each topic to a file given up front (truncated on open: one replay, one file);
-    a write is acknowledged once flushed."""
-
-    def __init__(self, paths: dict[str, Path]) -> None:
-        self._files: dict[str, IO[bytes]] = {}
-        for topic, path in paths.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._files[topic] = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._pending: list[DeliveryCallback] = []
-
-    def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
-    ) -> None:
-        fh = self._files.get(topic)
-        if fh is None:
-            raise ConfigError(f"file sink has no file for topic {topic!r}")
-        fh.write(value + b"\n")
-        self._pending.append(on_delivery)
-
-    def poll(self, timeout_s: float = 0.0) -> None:
-        self.flush()
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        for fh in self._files.values():
-            fh.flush()
-        pending, self._pending = self._pending, []
-        for cb in pending:
-            cb(None)
-        return 0
-
-    def close(self) -> None:
-        self.flush()
-        for fh in self._files.values():
-            fh.close()
 
 
 class Progress:
@@ -168,7 +130,7 @@ def replay(
             ensure_topics(s.kafka_common(), {sink.name: len(source.ranges), sink.dlq: 1})
             out = KafkaSink(s.kafka_common())
         else:
-            out = FileSink({sink.name: Path(sink.name), sink.dlq: Path(sink.dlq)})
+            out = JsonlSink(paths={sink.name: Path(sink.name), sink.dlq: Path(sink.dlq)})
         pipe = pipeline if pipeline is not None else build_pipeline(s)
     except BaseException:
         source.close()
