@@ -106,3 +106,40 @@ def test_tfidf_baseline_reports_dev_and_eval_splits():
     rows = flood + chat
     out = tfidf_baseline(["informative", "not_informative"], rows, rows, {"test": rows})  # type: ignore[arg-type]
     assert out["test"]["accuracy"] == 1.0 and out["dev"]["n"] == 40 and out["C"] in (1, 2, 4, 8)
+
+
+@pytest.mark.slow
+def test_finetune_is_deterministic(tmp_path: Path):
+    pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+
+    from stream.models.export import source_model_dir
+    from stream.models.finetune import FinetuneConfig, finetune
+
+    labels = {"informative": ["informative", "not_informative"]}
+    rows = [_row(f"flood water rescue boats near bridge {i}", "informative") for i in range(24)]
+    rows += [_row(f"lol my cat selfie at the game {i}", "not_informative") for i in range(24)]
+    cfg = FinetuneConfig(epochs=1, batch_size=16, max_length=16)
+    runs = [
+        finetune(
+            {"informative": rows},
+            {"informative": rows[::4]},
+            [],
+            labels,
+            source_model_dir(),
+            tmp_path / f"run{i}",
+            lambda _msg: None,
+            cfg,
+        )
+        for i in range(2)
+    ]
+    assert runs[0].manifest["history"][0]["dev"] == runs[1].manifest["history"][0]["dev"]
+    assert (
+        runs[0].manifest["history"][0]["train_loss"] == runs[1].manifest["history"][0]["train_loss"]
+    )
+    a, b = (load_file(str(r.model_dir / "model.safetensors")) for r in runs)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(runs[0].heads["informative"], runs[1].heads["informative"], strict=True)
+    )
