@@ -80,3 +80,69 @@ def test_tampered_bundle_is_refused(tmp_path: Path):
 def test_missing_bundle_says_how_to_build(tmp_path: Path):
     with pytest.raises(BundleError, match="models build"):
         load_bundle(tmp_path)
+
+
+def _row(text: str, label: str) -> object:
+    from stream.data.crisismmd import CrisisRow
+
+    return CrisisRow(tweet_id=text, event="e", text=text, label=label, image=None)
+
+
+def test_finetune_rows_merge_tasks_and_drop_every_held_out_text():
+    from stream.models.finetune import IGNORE, training_rows
+
+    labels = {"a": ["x", "y"], "b": ["p", "q", "r"]}
+    train = {
+        "a": [_row("t1", "x"), _row("t2", "y"), _row("leak", "y")],
+        "b": [_row("t2", "r"), _row("t3", "p")],
+    }
+    texts, y, dropped = training_rows(train, [_row("leak", "q")], labels)  # type: ignore[arg-type]
+    assert texts == ["t1", "t2", "t3"] and dropped == 1
+    assert y.tolist() == [[0, IGNORE], [1, 2], [IGNORE, 0]]
+
+
+def test_tfidf_baseline_reports_dev_and_eval_splits():
+    from stream.models.tfidf import tfidf_baseline
+
+    flood = [_row(f"flood water rescue boats {i}", "informative") for i in range(20)]
+    chat = [_row(f"lol my cat selfie {i}", "not_informative") for i in range(20)]
+    rows = flood + chat
+    out = tfidf_baseline(["informative", "not_informative"], rows, rows, {"test": rows})  # type: ignore[arg-type]
+    assert out["test"]["accuracy"] == 1.0 and out["dev"]["n"] == 40 and out["C"] in (1, 2, 4, 8)
+
+
+@pytest.mark.slow
+def test_finetune_is_deterministic(tmp_path: Path):
+    pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+
+    from stream.models.export import source_model_dir
+    from stream.models.finetune import FinetuneConfig, finetune
+
+    labels = {"informative": ["informative", "not_informative"]}
+    rows = [_row(f"flood water rescue boats near bridge {i}", "informative") for i in range(24)]
+    rows += [_row(f"lol my cat selfie at the game {i}", "not_informative") for i in range(24)]
+    cfg = FinetuneConfig(epochs=1, batch_size=16, max_length=16)
+    runs = [
+        finetune(
+            {"informative": rows},
+            {"informative": rows[::4]},
+            [],
+            labels,
+            source_model_dir(),
+            tmp_path / f"run{i}",
+            lambda _msg: None,
+            cfg,
+        )
+        for i in range(2)
+    ]
+    assert runs[0].manifest["history"][0]["dev"] == runs[1].manifest["history"][0]["dev"]
+    assert (
+        runs[0].manifest["history"][0]["train_loss"] == runs[1].manifest["history"][0]["train_loss"]
+    )
+    a, b = (load_file(str(r.model_dir / "model.safetensors")) for r in runs)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(runs[0].heads["informative"], runs[1].heads["informative"], strict=True)
+    )

@@ -37,6 +37,7 @@ __all__ = [
     "choose_review_threshold",
     "evaluate",
     "expected_calibration_error",
+    "fixed_head",
     "save_head",
     "train_head",
     "zero_shot_head",
@@ -245,6 +246,18 @@ def train_head(
         "review_rule": f"lowest threshold with dev auto accuracy >= {REVIEW_ACCURACY}, "
         f"clipped to {list(REVIEW_RANGE)}",
     }
+    return head
+
+
+def fixed_head(
+    task: str, labels: list[str], weight: np.ndarray, bias: np.ndarray, dev: Split
+) -> HeadResult:
+    """A head with given ``W``/``b`` (e.g. the fine-tuning heads), temperature and review
+    threshold fitted on dev as :func:`train_head` does."""
+    weight, bias = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
+    temperature = fit_temperature(dev.x @ weight.T + bias, dev.y)
+    head = HeadResult(task, "trained", labels, weight, bias, temperature)
+    head.review_threshold = choose_review_threshold(head.probs(dev.x), dev.y)
     return head
 
 
