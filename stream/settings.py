@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     metrics_port: int | None = Field(None, description="serve /metrics, /healthz, /readyz")
     reload_interval_s: float = Field(2.0, description="bundle hot-reload check; 0 disables")
-    kafka_stats_interval_ms: int = 5_000
+    kafka_stats_interval_ms: int = Field(
+        2_000, description="librdkafka statistics: lag metrics, and noticing a broker is back"
+    )
     log_level: str = "INFO"
 
     def kafka_common(self) -> dict[str, Any]:
