@@ -5,6 +5,9 @@ callbacks. ``_ALL_BROKERS_DOWN`` (error callback) marks the link down at once; i
 the first sign of life: a statistics report with a broker in state ``UP``, a consumed record or
 an acknowledged delivery. An idle producer with sparse connections may have no broker connected
 at all, so the absence of ``UP`` alone never marks a link down.
+
+While a link is down librdkafka retries connecting many times a second; those repeats are
+counted, not logged, so an outage costs two log lines (lost, restored) instead of thousands.
 """
 
 from __future__ import annotations
@@ -34,12 +37,15 @@ class BrokerLink:
         self.down_since: float | None = None
         self.last_error: str | None = None
         self.outages = 0
+        self.suppressed = 0
 
     def on_error(self, err: KafkaError) -> None:
         """librdkafka ``error_cb``: all brokers down marks the link down; others are logged."""
         self.last_error = str(err)
         if err.code() in _DOWN_CODES:
             self.mark_down(str(err))
+        elif not self.up:
+            self.suppressed += 1
         elif err.fatal():
             log.error("%s: fatal Kafka error: %s", self.name, err)
         else:
@@ -64,10 +70,32 @@ class BrokerLink:
             down_for = self._clock() - (self.down_since or self._clock())
             self.up = True
             self.down_since = None
-            log.info("%s: broker connection restored after %.1fs", self.name, down_for)
+            log.info(
+                "%s: broker connection restored after %.1fs (%d connection errors not logged)",
+                self.name,
+                down_for,
+                self.suppressed,
+            )
+            self.suppressed = 0
+
+    def quiet(self, logger: logging.Logger) -> logging.LoggerAdapter[logging.Logger]:
+        """``logger`` for librdkafka's own log lines, muting its connect failures while down."""
+        return _QuietWhileDown(logger, self)
 
     def describe(self) -> str:
         if self.up:
             return f"{self.name}: connected"
         down_for = self._clock() - (self.down_since or self._clock())
         return f"{self.name}: no broker reachable for {down_for:.0f}s ({self.last_error})"
+
+
+class _QuietWhileDown(logging.LoggerAdapter[logging.Logger]):
+    def __init__(self, logger: logging.Logger, link: BrokerLink) -> None:
+        super().__init__(logger)
+        self.link = link
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self.link.up and any(str(a).startswith("FAIL") for a in (msg, *args[:1])):
+            self.link.suppressed += 1
+            return
+        super().log(level, msg, *args, **kwargs)

@@ -201,12 +201,14 @@ class Worker:
         return max(0, (self.max_in_flight - used) // self._per_record)
 
     def _apply_backpressure(self) -> None:
-        busy = self._room() == 0 or bool(self._retry)
+        sink_down = self.sink.link is not None and not self.sink.link.up
+        busy = self._room() == 0 or bool(self._retry) or sink_down
         if busy and not self._paused:
             log.warning(
-                "pausing input: %d outputs in flight, %d to re-send",
+                "pausing input: %d outputs in flight, %d to re-send, output broker %s",
                 self.tracker.in_flight_outputs,
                 len(self._retry),
+                "down" if sink_down else "up",
             )
             self.source.pause()
             self._paused = True

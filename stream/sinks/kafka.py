@@ -34,7 +34,9 @@ class KafkaSink(Sink):
         self.link = self._link
         merged = {**base, "error_cb": self._link.on_error, "stats_cb": self._link.on_stats, **conf}
         self.capacity = int(merged["queue.buffering.max.messages"])
-        self._producer = Producer(merged, logger=log)
+        self._producer = Producer(
+            merged, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
+        )
         self.last_error: str | None = None
 
     def produce(

@@ -46,7 +46,9 @@ class KafkaSource(Source):
 
         base["error_cb"] = self._link.on_error
         base["stats_cb"] = on_stats
-        self._consumer = Consumer({**base, **conf}, logger=log)
+        self._consumer = Consumer(
+            {**base, **conf}, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
+        )
         self._assigned: set[tuple[str, int]] = set()
         self._paused = False
         self._consumer.subscribe(
