@@ -49,6 +49,7 @@ class WorkerStats:
     batches: int = 0
     redelivered: int = 0
     peak_in_flight: int = 0
+    pauses: int = 0
     batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -99,6 +100,7 @@ class Worker:
         self._retry: deque[_Output] = deque()
         self._stop = threading.Event()
         self._paused = False
+        self._paused_for_trouble = False
         #: outputs one input may produce: labelled (or dead letter), review, per-label routes
         self._per_record = (
             1
@@ -194,17 +196,23 @@ class Worker:
             self.pipeline = new
             self.metrics.set_model(new.bundle.info)
 
+    def _used(self) -> int:
+        """Outputs in flight plus those the batcher's queued events will produce."""
+        return self.tracker.in_flight_outputs + len(self.batcher) * self._per_record
+
     def _room(self) -> int:
-        """Inputs that may still be taken in without the outputs in flight plus those the
-        batcher's queued events will produce ever exceeding ``max_in_flight``."""
-        used = self.tracker.in_flight_outputs + len(self.batcher) * self._per_record
-        return max(0, (self.max_in_flight - used) // self._per_record)
+        """Inputs that may still be taken in without ever exceeding ``max_in_flight``."""
+        return max(0, (self.max_in_flight - self._used()) // self._per_record)
 
     def _apply_backpressure(self) -> None:
+        """Pause at the cap (or while outputs cannot be delivered); resume only once half the
+        cap is free: every pause makes librdkafka drop its prefetched records, so pausing and
+        resuming around a single threshold would refetch for every batch."""
         sink_down = self.sink.link is not None and not self.sink.link.up
-        busy = self._room() == 0 or bool(self._retry) or sink_down
-        if busy and not self._paused:
-            log.warning(
+        trouble = bool(self._retry) or sink_down
+        if not self._paused and (trouble or self._room() == 0):
+            log.log(
+                logging.WARNING if trouble else logging.DEBUG,
                 "pausing input: %d outputs in flight, %d to re-send, output broker %s",
                 self.tracker.in_flight_outputs,
                 len(self._retry),
@@ -212,9 +220,11 @@ class Worker:
             )
             self.source.pause()
             self._paused = True
+            self._paused_for_trouble = trouble
+            self.stats.pauses += 1
             self.metrics.paused.set(1)
-        elif not busy and self._paused:
-            log.info("resuming input")
+        elif self._paused and not trouble and self._used() <= self.max_in_flight // 2:
+            log.log(logging.INFO if self._paused_for_trouble else logging.DEBUG, "resuming input")
             self.source.resume()
             self._paused = False
             self.metrics.paused.set(0)
