@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +31,12 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
@@ -129,18 +136,31 @@ class LocalBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def stop(self) -> None:
-        """Terminate the broker; data of a noida broker stays in ``data_dir``."""
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Terminate the broker and wait until its port is closed; data of a noida broker stays
+        in ``data_dir``. The ``noida-db`` entry point is a wrapper that runs the real binary as
+        a child, so the whole process group is signalled (terminating the wrapper alone left
+        the broker running)."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(10)
+        pgid = self._proc.pid  # start_new_session: the child leads its own process group
+        self._signal_group(pgid, signal.SIGTERM)
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._signal_group(pgid, signal.SIGKILL)
+            self._proc.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while _port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _port_open(self.port):
+            self._signal_group(pgid, signal.SIGKILL)
         self._proc = None
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
 
     def cleanup(self) -> None:
         self.stop()

@@ -87,6 +87,7 @@ def run(
                 for t in [settings.input_topic, *settings.output_topics()]
             },
         )
+    logging.getLogger("stream").info("starting", extra={"settings": settings.redacted()})
     worker, server = build_worker(settings, source_spec, sink_spec)
     install_signal_handlers(worker)
     try:

@@ -59,10 +59,10 @@ def consumer_conf(settings: Settings) -> dict[str, object]:
 def make_source(spec: str, settings: Settings, metrics: WorkerMetrics | None = None) -> Source:
     if spec == "kafka":
         conf = consumer_conf(settings)
-        if metrics is not None and settings.kafka_stats_interval_ms:
+        if settings.kafka_stats_interval_ms:  # also how a lost broker is noticed to be back
             conf["statistics.interval.ms"] = settings.kafka_stats_interval_ms
-            return KafkaSource(conf, [settings.input_topic], stats_cb=metrics.on_kafka_stats)
-        return KafkaSource(conf, [settings.input_topic])
+        stats_cb = metrics.on_kafka_stats if metrics is not None else None
+        return KafkaSource(conf, [settings.input_topic], stats_cb=stats_cb)
     if spec.startswith("file:"):
         return JsonlSource(Path(spec[5:]))
     raise ConfigError(f"unknown source {spec!r}: use 'kafka' or 'file:PATH'")
@@ -70,7 +70,10 @@ def make_source(spec: str, settings: Settings, metrics: WorkerMetrics | None = N
 
 def make_sink(spec: str, settings: Settings) -> Sink:
     if spec == "kafka":
-        return KafkaSink(settings.kafka_common())
+        conf = settings.kafka_common()
+        if settings.kafka_stats_interval_ms:
+            conf.setdefault("statistics.interval.ms", settings.kafka_stats_interval_ms)
+        return KafkaSink(conf)
     if spec.startswith("dir:"):
         return JsonlSink(Path(spec[4:]))
     raise ConfigError(f"unknown sink {spec!r}: use 'kafka' or 'dir:PATH'")

@@ -8,11 +8,13 @@ librdkafka properties, e.g. ``CRISIS_KAFKA='{"security.protocol": "SASL_SSL"}'``
 from __future__ import annotations
 
 import os
+import re
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_serializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.images.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
@@ -20,6 +22,9 @@ from stream.images.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 __all__ = ["Settings"]
 
 _REPO = Path(__file__).resolve().parent.parent
+#: librdkafka properties in ``kafka`` whose values are secrets (passwords, keys, tokens)
+_SECRET_KEY = re.compile(r"password|secret|\.pem$|jaas|token", re.IGNORECASE)
+_MASK = "**********"
 
 
 class Settings(BaseSettings):
@@ -50,6 +55,12 @@ class Settings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_endpoint_identification_algorithm: str | None = Field(
+        None, description="'https' (librdkafka's default) checks the broker's host name"
+    )
     kafka: dict[str, str] = Field(default_factory=dict, description="extra librdkafka properties")
 
     # Model
@@ -88,7 +99,9 @@ class Settings(BaseSettings):
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     metrics_port: int | None = Field(None, description="serve /metrics, /healthz, /readyz")
     reload_interval_s: float = Field(2.0, description="bundle hot-reload check; 0 disables")
-    kafka_stats_interval_ms: int = 5_000
+    kafka_stats_interval_ms: int = Field(
+        2_000, description="librdkafka statistics: lag metrics, and noticing a broker is back"
+    )
     log_level: str = "INFO"
 
     def kafka_common(self) -> dict[str, Any]:
@@ -102,10 +115,37 @@ class Settings(BaseSettings):
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
-        if self.ssl_ca_location:
-            conf["ssl.ca.location"] = self.ssl_ca_location
+        for key, value in (
+            ("ssl.ca.location", self.ssl_ca_location),
+            ("ssl.certificate.location", self.ssl_certificate_location),
+            ("ssl.key.location", self.ssl_key_location),
+            ("ssl.endpoint.identification.algorithm", self.ssl_endpoint_identification_algorithm),
+        ):
+            if value:
+                conf[key] = value
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         conf.update(self.kafka)
         return conf
 
+    @field_serializer("kafka", when_used="json")
+    def _mask_kafka(self, kafka: dict[str, str]) -> dict[str, str]:
+        """JSON dumps mask secret librdkafka properties like SecretStr fields mask theirs."""
+        return _redact_kafka(kafka.items())
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings as JSON-ready data with every secret masked: what the worker logs."""
+        doc: dict[str, Any] = self.model_dump(mode="json")
+        return doc
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """``repr`` masks secrets in ``kafka`` too (SecretStr fields mask themselves)."""
+        for name, value in super().__repr_args__():
+            yield name, _redact_kafka(value.items()) if name == "kafka" else value
+
     def output_topics(self) -> list[str]:
         return [t for t in (self.output_topic, self.review_topic, self.dlq_topic) if t]
+
+
+def _redact_kafka(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {k: _MASK if _SECRET_KEY.search(k) else v for k, v in items}

@@ -20,6 +20,7 @@ import orjson
 from stream.batcher import MicroBatcher
 from stream.decode import dead_letter, decode_event
 from stream.errors import InvalidEvent
+from stream.faults import crash_point
 from stream.metrics import WorkerMetrics
 from stream.pipeline import Pipeline
 from stream.reload import BundleReloader
@@ -47,6 +48,8 @@ class WorkerStats:
     completed: int = 0
     batches: int = 0
     redelivered: int = 0
+    peak_in_flight: int = 0
+    pauses: int = 0
     batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -97,6 +100,18 @@ class Worker:
         self._retry: deque[_Output] = deque()
         self._stop = threading.Event()
         self._paused = False
+        self._paused_for_trouble = False
+        #: outputs one input may produce: labelled (or dead letter), review, per-label routes
+        self._per_record = (
+            1
+            + bool(settings.review_topic)
+            + (len(settings.route_tasks) if settings.route_labels else 0)
+        )
+        cap = settings.max_in_flight
+        if sink.capacity is not None and sink.capacity < cap:
+            log.info("max_in_flight %d capped to the producer queue size %d", cap, sink.capacity)
+            cap = sink.capacity
+        self.max_in_flight = max(cap, self._per_record)
         source.on_revoke = self._on_revoke
 
     # -- control -----------------------------------------------------------------------------
@@ -137,6 +152,9 @@ class Worker:
             return False, "shutting down"
         if not self.source.ready:
             return False, "no partitions assigned"
+        for link in (self.source.link, self.sink.link):
+            if link is not None and not link.up:
+                return False, link.describe()
         if self._retry:
             return False, f"{len(self._retry)} outputs failed delivery and wait to be re-sent"
         return True, f"serving {self.pipeline.model_info.bundle} {self.pipeline.model_info.version}"
@@ -152,7 +170,8 @@ class Worker:
         deadline = self.batcher.deadline()
         if deadline is not None:
             timeout = max(0.0, min(timeout, deadline - self.clock()))
-        records = self.source.poll(self.settings.poll_max_records, timeout)
+        room = self._room()
+        records = self.source.poll(max(1, min(self.settings.poll_max_records, room)), timeout)
         now = self.clock()
         for rec in records:
             self._ingest(rec, now)
@@ -177,19 +196,35 @@ class Worker:
             self.pipeline = new
             self.metrics.set_model(new.bundle.info)
 
+    def _used(self) -> int:
+        """Outputs in flight plus those the batcher's queued events will produce."""
+        return self.tracker.in_flight_outputs + len(self.batcher) * self._per_record
+
+    def _room(self) -> int:
+        """Inputs that may still be taken in without ever exceeding ``max_in_flight``."""
+        return max(0, (self.max_in_flight - self._used()) // self._per_record)
+
     def _apply_backpressure(self) -> None:
-        busy = self.tracker.in_flight_outputs >= self.settings.max_in_flight or bool(self._retry)
-        if busy and not self._paused:
-            log.warning(
-                "pausing input: %d outputs in flight, %d to re-send",
+        """Pause at the cap (or while outputs cannot be delivered); resume only once half the
+        cap is free: every pause makes librdkafka drop its prefetched records, so pausing and
+        resuming around a single threshold would refetch for every batch."""
+        sink_down = self.sink.link is not None and not self.sink.link.up
+        trouble = bool(self._retry) or sink_down
+        if not self._paused and (trouble or self._room() == 0):
+            log.log(
+                logging.WARNING if trouble else logging.DEBUG,
+                "pausing input: %d outputs in flight, %d to re-send, output broker %s",
                 self.tracker.in_flight_outputs,
                 len(self._retry),
+                "down" if sink_down else "up",
             )
             self.source.pause()
             self._paused = True
+            self._paused_for_trouble = trouble
+            self.stats.pauses += 1
             self.metrics.paused.set(1)
-        elif not busy and self._paused:
-            log.info("resuming input")
+        elif self._paused and not trouble and self._used() <= self.max_in_flight // 2:
+            log.log(logging.INFO if self._paused_for_trouble else logging.DEBUG, "resuming input")
             self.source.resume()
             self._paused = False
             self.metrics.paused.set(0)
@@ -246,7 +281,9 @@ class Worker:
                     self.metrics.encoder_seconds.labels(modality=name).observe(
                         outs[0].timing_ms[modality] / 1000
                     )
-        for out in outs:
+        for i, out in enumerate(outs):
+            if i == len(outs) // 2 and i:
+                crash_point("mid_batch")
             self._publish(out)
         if self.on_batch is not None:
             self.on_batch(outs)
@@ -275,6 +312,7 @@ class Worker:
     # -- delivery ----------------------------------------------------------------------------
     def _emit(self, topic: str, key: bytes | None, value: bytes, origin: Origin) -> None:
         self.tracker.expect(origin.topic, origin.partition, origin.offset)
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.tracker.in_flight_outputs)
         self._send(_Output(topic, key, value, origin))
 
     def _send(self, out: _Output) -> None:
@@ -306,6 +344,7 @@ class Worker:
     def _store(self) -> None:
         done = self.tracker.take_committable()
         if done:
+            crash_point("acked_not_stored")
             self.source.store(done)
         self.stats.completed = self.stats.received - self.tracker.pending_records()
 

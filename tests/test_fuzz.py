@@ -1,5 +1,11 @@
 """Hostile input through the real broker: every bad record lands in the DLQ with a reason,
-every good one is labelled, the worker survives and its memory stays bounded."""
+every good one is labelled, the worker survives and its memory stays bounded.
+
+Hypothesis generates each example (250 hostile records interleaved with 250 good ones); 4
+examples make 1,000 hostile records. Shrinking is off: a failing example is reported as drawn
+(a broker round trip per shrink step would take hours); ``derandomize`` makes every run draw
+the same examples.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import random
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from stream.models.bundle import Bundle
@@ -32,11 +38,13 @@ def _deep(n: int) -> bytes:
 
 hostile: st.SearchStrategy[Hostile] = st.one_of(
     # invalid UTF-8 / binary garbage
-    st.binary(min_size=1, max_size=300).filter(lambda b: not b.strip().startswith(b"{")).map(
-        lambda b: (b, {"not_json", "schema"})
+    st.binary(min_size=1, max_size=300)
+    .filter(lambda b: not b.strip().startswith(b"{"))
+    .map(lambda b: (b, {"not_json", "schema"})),
+    st.builds(
+        lambda pre: (b'{"id": "u", "text": "' + pre + b'\xff\xfe"}', {"not_json"}),
+        st.binary(max_size=20).filter(lambda b: b'"' not in b and b"\\" not in b),
     ),
-    st.builds(lambda pre: (b'{"id": "u", "text": "' + pre + b'\xff\xfe"}', {"not_json"}),
-              st.binary(max_size=20).filter(lambda b: b'"' not in b and b"\\" not in b)),
     # deep JSON (orjson refuses > 1024 levels; shallower nesting is a type error on text)
     st.integers(2, 5000).map(lambda n: (_deep(n), {"not_json", "schema"})),
     # huge strings
@@ -44,7 +52,7 @@ hostile: st.SearchStrategy[Hostile] = st.one_of(
         lambda n: (orjson.dumps({"id": "h", "text": "x" * n}), {"too_long"})
     ),
     # wrong types
-    st.sampled_from([1, "s", None, True, [1, 2], {"a": 1}, 3.5]).map(
+    st.sampled_from([1, None, True, [1, 2], {"a": 1}, 3.5]).map(
         lambda v: (orjson.dumps({"id": "w", "text": v}), {"schema"})
     ),
     st.sampled_from([[], 5, None, {"x": 1}]).map(
@@ -81,14 +89,30 @@ def _rss_mb() -> float:
     return 0.0
 
 
-RSS_GROWTH_BOUND_MB = 400
+RSS_GROWTH_BOUND_MB = 150  # per round of 500 records; measured <= 51 MB
 
 
-@settings(max_examples=2, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
-@given(st.lists(hostile, min_size=250, max_size=250))
+_FUZZ = {
+    "deadline": None,
+    "derandomize": True,
+    "phases": [Phase.explicit, Phase.generate],
+    "suppress_health_check": [
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+}
+_BATCH = st.lists(hostile, min_size=250, max_size=250)
+
+
+@settings(max_examples=4, **_FUZZ)  # type: ignore[arg-type]
+@given(_BATCH)
 def test_fuzzed_hostile_messages(noida: BrokerHandle, bundle: Bundle, bad: list[Hostile]):
+    """4 examples x 250: 1,000 hostile records, 1,000 good ones."""
+    _fuzz_round(noida, bundle, bad)
+
+
+def _fuzz_round(noida: BrokerHandle, bundle: Bundle, bad: list[Hostile]) -> None:
     cfg = noida.settings(batch_max_events=32)
     create_topics(cfg, input_partitions=2)
     rng = random.Random(len(bad))
@@ -117,4 +141,6 @@ def test_fuzzed_hostile_messages(noida: BrokerHandle, bundle: Bundle, bad: list[
         raw = base64.b64decode(d["raw_b64"])
         assert d["error"]["kind"] in expected[seed_index[raw]], (raw[:80], d["error"])
         assert d["error"]["message"]
+    kinds = sorted({d["error"]["kind"] for d in dlq})
+    print(f"\nfuzz round: 250 bad {kinds} + 250 good, RSS {rss0:.0f} MB -> +{growth:.0f} MB")
     assert growth < RSS_GROWTH_BOUND_MB, f"RSS grew {growth:.0f} MB"

@@ -8,6 +8,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from stream.connectivity import BrokerLink
+
 __all__ = ["DeliveryCallback", "Sink", "SinkFull"]
 
 DeliveryCallback = Callable[[Exception | None], None]
@@ -18,6 +20,11 @@ class SinkFull(Exception):
 
 
 class Sink(ABC):
+    #: broker connectivity of a networked sink (None: always reachable)
+    link: BrokerLink | None = None
+    #: most outputs the sink can queue locally (None: unbounded); caps the worker's in-flight
+    capacity: int | None = None
+
     @abstractmethod
     def produce(
         self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback

@@ -7,6 +7,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from stream.connectivity import BrokerLink
 from stream.sinks.base import DeliveryCallback, Sink, SinkFull
 
 __all__ = ["KafkaDeliveryError", "KafkaSink"]
@@ -29,7 +30,13 @@ class KafkaSink(Sink):
             "message.timeout.ms": 60_000,
             "log_level": 3,
         }
-        self._producer = Producer({**base, **conf}, logger=log)
+        self._link = BrokerLink("producer")
+        self.link = self._link
+        merged = {**base, "error_cb": self._link.on_error, "stats_cb": self._link.on_stats, **conf}
+        self.capacity = int(merged["queue.buffering.max.messages"])
+        self._producer = Producer(
+            merged, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
+        )
         self.last_error: str | None = None
 
     def produce(
@@ -40,6 +47,7 @@ class KafkaSink(Sink):
                 self.last_error = str(err)
                 on_delivery(KafkaDeliveryError(str(err)))
             else:
+                self._link.mark_up()
                 on_delivery(None)
 
         try:

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from stream.connectivity import BrokerLink
 from stream.schemas import Origin
 
 __all__ = ["Record", "RevokeCallback", "Source"]
@@ -26,6 +27,8 @@ class Source(ABC):
 
     #: called with (topic, partition) pairs before they are taken away (rebalance)
     on_revoke: RevokeCallback | None = None
+    #: broker connectivity of a networked source (None: always reachable)
+    link: BrokerLink | None = None
 
     @abstractmethod
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from stream.connectivity import BrokerLink
 from stream.schemas import Origin
 from stream.sources.base import Record, Source
 
@@ -35,9 +36,19 @@ class KafkaSource(Source):
             "auto.offset.reset": "earliest",
             "log_level": 3,
         }
-        if stats_cb is not None:
-            base["stats_cb"] = stats_cb
-        self._consumer = Consumer({**base, **conf}, logger=log)
+        self._link = BrokerLink("consumer")
+        self.link = self._link
+
+        def on_stats(stats_json: str) -> None:
+            self._link.on_stats(stats_json)
+            if stats_cb is not None:
+                stats_cb(stats_json)
+
+        base["error_cb"] = self._link.on_error
+        base["stats_cb"] = on_stats
+        self._consumer = Consumer(
+            {**base, **conf}, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
+        )
         self._assigned: set[tuple[str, int]] = set()
         self._paused = False
         self._consumer.subscribe(
@@ -72,10 +83,13 @@ class KafkaSource(Source):
         for msg in self._consumer.consume(max_records, timeout_s):
             err = msg.error()
             if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.code() == KafkaError._ALL_BROKERS_DOWN:
+                    self._link.mark_down(str(err))
+                elif err.code() != KafkaError._PARTITION_EOF:
                     self.last_error = str(err)
                     log.warning("consumer error: %s", err)
                 continue
+            self._link.mark_up()
             ts_type, ts = msg.timestamp()
             origin = Origin(
                 topic=msg.topic(),

@@ -1,0 +1,145 @@
+"""Crash test on a real broker: the worker runs as a child process and is SIGKILLed again and
+again, restarted each time; afterwards every input id is in the labelled or the DLQ topic and
+duplicates stay within the uncommitted window per crash.
+
+Kills are seeded and come in three kinds, so the dangerous windows are hit on purpose, not by
+luck: ``mid_batch`` (the test-only hook kills the process after half a batch's outputs were
+handed to the producer), ``acked_not_stored`` (outputs acknowledged by the broker, their input
+offsets not yet stored, let alone committed), and ``timer`` (an external SIGKILL at a random
+moment 0-3 s after the process produced its first output; with a 500 ms commit interval this
+mostly lands between produce and commit). Each output names the process that wrote it
+(``worker``), so duplicates are attributed to the crash that preceded them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+
+from .conftest import BrokerHandle
+from .kafka_utils import TopicReader, create_topics, make_events, seed
+from .worker_proc import WorkerProcess, worker_env
+
+pytestmark = pytest.mark.kafka
+
+MAX_IN_FLIGHT = 64  # outputs; 2 per event (labelled + review) -> at most 32 events unacked
+BATCH = 16
+COMMIT_INTERVAL_S = 0.5
+
+
+@dataclass
+class CrashReport:
+    events: int
+    kills: list[str] = field(default_factory=list)
+    dups_per_crash: list[int] = field(default_factory=list)
+    dlq_dups: int = 0
+    seconds: float = 0.0
+    rate: float = 0.0
+
+    def bound(self) -> int:
+        """The uncommitted window: events unacked (in-flight cap) plus what completes in two
+        commit intervals (librdkafka's commit is asynchronous) plus one batch in progress."""
+        return MAX_IN_FLIGHT // 2 + int(self.rate * 2 * COMMIT_INTERVAL_S) + BATCH
+
+
+def _inputs(n: int) -> tuple[list[bytes], set[str]]:
+    """``n`` events, 1 in 50 too long (dead-lettered with its id)."""
+    values = make_events(n)
+    for i in range(0, n, 50):
+        values[i] = orjson.dumps({"id": f"e-{i}", "text": "x" * 5000})
+    return values, {f"e-{i}" for i in range(n)}
+
+
+def run_crash_scenario(
+    handle: BrokerHandle, n: int, kills: int, seed_: int, tmp: Path
+) -> CrashReport:
+    settings = handle.settings()
+    create_topics(settings)
+    values, ids = _inputs(n)
+    seed(handle.bootstrap, settings.input_topic, values)
+    rng = random.Random(seed_)
+    kinds = [("mid_batch", "acked_not_stored", "timer")[k % 3] for k in range(kills)]
+    rng.shuffle(kinds)
+    out = TopicReader(handle.bootstrap, settings.output_topic)
+    dlq = TopicReader(handle.bootstrap, settings.dlq_topic)
+    report = CrashReport(events=n)
+    t0 = time.monotonic()
+
+    def seen() -> set[str]:
+        return {o["id"] for o in out.records} | {d["id"] for d in dlq.records}
+
+    def pump(proc: WorkerProcess, until: float) -> None:
+        while time.monotonic() < until and proc.alive():
+            out.poll(0.1)
+            dlq.poll(0.05)
+
+    try:
+        for k, kind in enumerate(kinds):
+            extra = {"CRISIS_WORKER_ID": f"run-{k}", "CRISIS_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT)}
+            if kind != "timer":
+                extra["CRISIS_FAULT_CRASH"] = f"{kind}:{rng.randint(2, 30)}"
+            proc = WorkerProcess(worker_env(settings, **extra), tmp / f"worker-{k}.log")
+            if kind == "timer":
+                mine = len(out.records)
+                deadline = time.monotonic() + 120
+                while len(out.records) == mine and proc.alive():
+                    assert time.monotonic() < deadline, proc.log_tail()
+                    out.poll(0.1)
+                pump(proc, time.monotonic() + rng.uniform(0, 3))
+            else:
+                pump(proc, time.monotonic() + 120)  # the hook kills the process itself
+            by_hook = not proc.alive()
+            rc = proc.kill()
+            report.kills.append(kind)
+            assert rc == -9, f"kill {k} ({kind}): exit {rc}\n{proc.log_tail()}"
+            assert by_hook == (kind != "timer"), f"kill {k}: the {kind} hook never fired"
+        final = WorkerProcess(
+            worker_env(settings, CRISIS_WORKER_ID=f"run-{kills}"), tmp / "worker-final.log"
+        )
+        deadline = time.monotonic() + 60 + n / 10
+        while not ids <= seen():
+            assert final.alive(), final.log_tail()
+            assert time.monotonic() < deadline, f"missing {len(ids - seen())} ids"
+            out.poll(0.2)
+            dlq.poll(0.05)
+        assert final.terminate() == 0, final.log_tail()
+        out.until(0, timeout_s=3, settle_s=1)
+        dlq.until(0, timeout_s=2, settle_s=0.5)
+    finally:
+        out.close()
+        dlq.close()
+    report.seconds = time.monotonic() - t0
+    report.rate = n / report.seconds
+    assert seen() == ids, "every input id is labelled or dead-lettered; nothing else appears"
+    earlier: set[str] = set()
+    for k in range(kills + 1):
+        mine = [o["id"] for o in out.records if o["worker"] == f"run-{k}"]
+        assert len(mine) == len(set(mine)), f"run {k} labelled an event twice by itself"
+        if k:
+            report.dups_per_crash.append(len(set(mine) & earlier))
+        earlier |= set(mine)
+    report.dlq_dups = sum(c - 1 for c in Counter(d["id"] for d in dlq.records).values())
+    print(f"\ncrash report: {json.dumps(report.__dict__)} bound/crash={report.bound()}")
+    return report
+
+
+def _check(report: CrashReport, tmp: Path) -> None:
+    (tmp / "crash_report.json").write_text(json.dumps(report.__dict__))
+    assert max(report.dups_per_crash) <= report.bound(), report
+
+
+def test_crash_restart_small(noida: BrokerHandle, tmp_path: Path):
+    """Non-slow variant: 1,000 events, one kill of each kind."""
+    _check(run_crash_scenario(noida, 1000, 3, seed_=7, tmp=tmp_path), tmp_path)
+
+
+@pytest.mark.slow
+def test_crash_restart_10k_events_20_kills(noida: BrokerHandle, tmp_path: Path):
+    _check(run_crash_scenario(noida, 10_000, 20, seed_=2026, tmp=tmp_path), tmp_path)
