@@ -13,6 +13,7 @@ from types import FrameType
 
 from stream.errors import ConfigError
 from stream.health import HealthServer
+from stream.images.source import ImageOptions
 from stream.metrics import WorkerMetrics
 from stream.models.bundle import load_bundle
 from stream.pipeline import Pipeline
@@ -37,7 +38,12 @@ def build_pipeline(settings: Settings) -> Pipeline:
     bundle = load_bundle(
         settings.bundle, settings.precision, settings.threads, settings.batch_max_events
     )
-    return Pipeline(bundle, settings.rationale_top_k, settings.review_threshold)
+    return Pipeline(
+        bundle,
+        settings.rationale_top_k,
+        settings.review_threshold,
+        ImageOptions.from_settings(settings),
+    )
 
 
 def consumer_conf(settings: Settings) -> dict[str, object]:

@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     review_threshold: float | None = Field(None, description="override the bundle's threshold")
     rationale_top_k: int = 5
 
+    # Images (URL fetching is off unless enabled; non-global addresses refused unless allowed)
+    image_root: Path | None = Field(None, description="directory that image.path must be under")
+    image_max_bytes: int | None = None
+    image_max_pixels: int | None = None
+    image_fetch_enabled: bool = False
+    image_fetch_allow_hosts: list[str] = Field(
+        default_factory=list, description="host names, *.domain, or * for any host"
+    )
+    image_fetch_allow_private: bool = Field(
+        False, description="also fetch from private/loopback/link-local addresses (SSRF risk)"
+    )
+    image_fetch_timeout_s: float = 5.0
+
     # Batching and limits
     batch_max_events: int = 32
     batch_max_wait_ms: int = 100
