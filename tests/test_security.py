@@ -58,9 +58,19 @@ def test_secrets_never_in_repr_or_dumps(monkeypatch: pytest.MonkeyPatch):
     assert s.redacted()["sasl_password"] == "**********"
 
 
-def test_image_fetch_is_off_and_private_addresses_refused_by_default():
+def test_image_fetch_is_off_and_private_addresses_refused_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+):
     opts = ImageOptions.from_settings(Settings())
     assert not opts.fetch_enabled and not opts.fetch_allow_private
+    assert not opts.fetch_policy().allow_private and opts.fetch_allow_hosts == ()
+    monkeypatch.setenv("CRISIS_IMAGE_FETCH_ENABLED", "true")
+    monkeypatch.setenv("CRISIS_IMAGE_FETCH_ALLOW_HOSTS", '["pbs.twimg.com"]')
+    opts = ImageOptions.from_settings(Settings())
+    assert opts.fetch_enabled and opts.fetch_allow_hosts == ("pbs.twimg.com",)
+    assert not opts.fetch_policy().allow_private, "allowing hosts never allows private addresses"
+    monkeypatch.setenv("CRISIS_IMAGE_FETCH_ALLOW_PRIVATE", "true")
+    assert ImageOptions.from_settings(Settings()).fetch_policy().allow_private
 
 
 @pytest.mark.kafka
