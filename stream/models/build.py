@@ -30,7 +30,7 @@ import orjson
 
 from stream.data.crisismmd import SPLITS, CrisisRow, load_split, split_path
 from stream.errors import BundleError
-from stream.models import export, tfidf, train
+from stream.models import export, fewshot, tfidf, train
 from stream.models import finetune as finetune_mod
 from stream.models.bundle import load_bundle, sha256_file
 
@@ -186,6 +186,10 @@ def _trained_heads(
     progress(f"embedded {len(eval_texts)} dev/test texts with fp32 (int8 vs fp32 comparison)")
     zero_shot = {h.task: h for h in _zero_shot_heads(stage, encoder)}
     every = _informative_all(data_dir)
+    # zero- and 16-shot prototypes on the package encoder: what a user gets with no training
+    free = fewshot.data_free_baselines(
+        stage / TOKENIZER, rows, progress, None if ft_heads is not None else encoder
+    )
     heads = []
     for task, labels in train.LABELS.items():
         splits = {s: _split(rows[(task, s)], table, index, labels) for s in SPLITS}
@@ -214,6 +218,7 @@ def _trained_heads(
             **{s: _short(m) for s, m in zs.measure(evals).items()},
         }
         head.metrics["rows"] = {s: len(rows[(task, s)]) for s in SPLITS}
+        head.metrics["data_free"] = free[task]
         head.metrics["tfidf_baseline"] = tfidf.tfidf_baseline(
             labels, rows[(task, "train")], rows[(task, "dev")], {"test": rows[(task, "test")]}
         )
