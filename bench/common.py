@@ -28,7 +28,9 @@ def crisis_texts(splits: Sequence[str] = ("train", "dev", "test")) -> list[str]:
     dataset's own duplicates kept (retweets and copies are real traffic)."""
     data = find_dataset()
     if data is None:
-        raise SystemExit("CrisisMMD not found (../shared/datasets/crisismmd); set CRISIS_STREAM_DATA")
+        raise SystemExit(
+            "CrisisMMD not found (../shared/datasets/crisismmd); set CRISIS_STREAM_DATA"
+        )
     texts: list[str] = []
     for split in splits:
         texts += [r.text for r in load_split(data, "informative", split) if r.text.strip()]

@@ -30,7 +30,9 @@ LEVELS = {
 }
 
 
-def session(path: Path, threads: int | None, level: str = "all", spin: bool = True) -> ort.InferenceSession:
+def session(
+    path: Path, threads: int | None, level: str = "all", spin: bool = True
+) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = LEVELS[level]
     if threads:
@@ -41,9 +43,7 @@ def session(path: Path, threads: int | None, level: str = "all", spin: bool = Tr
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def runner(
-    enc: TextEncoder, texts: Sequence[str], batch: int, padding: str
-) -> Callable[[], int]:
+def runner(enc: TextEncoder, texts: Sequence[str], batch: int, padding: str) -> Callable[[], int]:
     """Tokenise + run ``texts`` in batches; ``padding``: ``sorted`` (length-sorted batches, what
     TextEncoder does), ``arrival`` (batches in arrival order, padded to their longest) or
     ``max`` (every row padded to max_length=128)."""
@@ -116,7 +116,18 @@ def main() -> None:
         i8, f32 = r[f"int8 b{b}"], r[f"fp32 b{b}"]
         rows.append([b, i8 / base, f32 / base, i8 / f32, f"{i8:.0f} / {f32:.0f}"])
     print("Text encoder, int8 vs fp32 (ratios vs int8 batch 32; length-sorted batches)")
-    print(table(["batch", "int8 / int8@32", "fp32 / int8@32", "int8 / fp32", "texts/s int8 / fp32 (context)"], rows))
+    print(
+        table(
+            [
+                "batch",
+                "int8 / int8@32",
+                "fp32 / int8@32",
+                "int8 / fp32",
+                "texts/s int8 / fp32 (context)",
+            ],
+            rows,
+        )
+    )
     best_b = max((1, 8, 32, 64), key=lambda b: r[f"int8 b{b}"])
     print(f"\nfastest int8 batch size here: {best_b}")
     if man.image_encoder is None:
@@ -145,8 +156,15 @@ def main() -> None:
     r2 = interleaved(eff, rounds, min_s)
     base2 = r2["shipped (threads=default, all, sorted)"]
     print("Text encoder efficiency, int8, batch 32 (ratio vs the shipped configuration)")
-    print(table(["configuration", "ratio", "texts/s (context)"], [[k, v / base2, f"{v:.0f}"] for k, v in r2.items()]))
-    print("\nQDQ (static) quantization: not measured (needs a calibration pass; see notes/issue8.md)")
+    print(
+        table(
+            ["configuration", "ratio", "texts/s (context)"],
+            [[k, v / base2, f"{v:.0f}"] for k, v in r2.items()],
+        )
+    )
+    print(
+        "\nQDQ (static) quantization: not measured (needs a calibration pass; see notes/issue8.md)"
+    )
 
 
 if __name__ == "__main__":

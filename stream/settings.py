@@ -54,11 +54,17 @@ class Settings(BaseSettings):
     bundle: Path = _REPO / "models" / "minilm-crisis"
     precision: str | None = Field(None, description="int8 or fp32; default: the bundle's")
     threads: int | None = None
+    ort_spinning: bool = Field(
+        False,
+        description="let onnxruntime intra-op threads busy-wait; off: faster on shared CPUs",
+    )
     review_threshold: float | None = Field(None, description="override the bundle's threshold")
     rationale_top_k: int = 5
 
     # Batching and limits
-    batch_max_events: int = 32
+    batch_max_events: int = Field(
+        32, description="fastest int8 batch size on CrisisMMD (bench/encoder.py: 1, 8, 32, 64)"
+    )
     batch_max_wait_ms: int = 100
     batch_max_tokens: int = 4096
     poll_max_records: int = 500

@@ -147,6 +147,7 @@ def load_bundle(
     precision: str | None = None,
     threads: int | None = None,
     batch_size: int = 32,
+    spinning: bool = False,
 ) -> Bundle:
     """Load and verify a bundle; ``precision`` overrides the manifest's default encoder file."""
     bundle_dir = Path(bundle_dir)
@@ -174,6 +175,7 @@ def load_bundle(
         spec.max_length,
         threads,
         batch_size,
+        spinning,
     )
     heads = [
         LinearHead.from_npz(

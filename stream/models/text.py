@@ -17,9 +17,19 @@ from tokenizers import Encoding, Tokenizer
 __all__ = ["TextEncoder", "TextEncoding", "make_session"]
 
 
-def make_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session with deliberate thread and graph settings."""
+def make_session(
+    path: Path, threads: int | None = None, spinning: bool = False
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session with deliberate thread and graph settings.
+
+    Intra-op threads do not busy-wait between ops unless ``spinning``: on a shared 2-core
+    machine spinning threads burn the CPU other work needs, and the int8 MiniLM ran 1.4-1.8x
+    faster without it under foreign load (bench/encoder.py, notes/issue8.md); outputs are
+    unchanged (same kernels, same thread count).
+    """
     opts = ort.SessionOptions()
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
@@ -56,11 +66,12 @@ class TextEncoder:
         max_length: int = 128,
         threads: int | None = None,
         batch_size: int = 32,
+        spinning: bool = False,
     ) -> None:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.no_padding()
-        self.session = make_session(onnx_path, threads)
+        self.session = make_session(onnx_path, threads, spinning)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.batch_size = batch_size
         self.dim = int(self.session.get_outputs()[0].shape[-1])
