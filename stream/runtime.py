@@ -40,6 +40,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         settings.threads,
         settings.batch_max_events,
         settings.ort_spinning,
+        settings.encoder_cache_size,
     )
     return Pipeline(bundle, settings.rationale_top_k, settings.review_threshold)
 

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         False,
         description="let onnxruntime intra-op threads busy-wait; off: faster on shared CPUs",
     )
+    encoder_cache_size: int = Field(
+        0,
+        description="exact-text LRU of encoder outputs, in entries (~70 KB each); 0 = off: "
+        "CrisisMMD has no exact duplicate texts, so it only costs there (notes/issue8.md)",
+    )
     review_threshold: float | None = Field(None, description="override the bundle's threshold")
     rationale_top_k: int = 5
 

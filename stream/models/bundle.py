@@ -148,6 +148,7 @@ def load_bundle(
     threads: int | None = None,
     batch_size: int = 32,
     spinning: bool = False,
+    cache_size: int = 0,
 ) -> Bundle:
     """Load and verify a bundle; ``precision`` overrides the manifest's default encoder file."""
     bundle_dir = Path(bundle_dir)
@@ -176,6 +177,7 @@ def load_bundle(
         threads,
         batch_size,
         spinning,
+        cache_size,
     )
     heads = [
         LinearHead.from_npz(

@@ -14,6 +14,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
+from stream.models.cache import CachedText, EncoderCache
+
 __all__ = ["TextEncoder", "TextEncoding", "make_session"]
 
 
@@ -67,6 +69,7 @@ class TextEncoder:
         threads: int | None = None,
         batch_size: int = 32,
         spinning: bool = False,
+        cache_size: int = 0,
     ) -> None:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.enable_truncation(max_length)
@@ -75,11 +78,43 @@ class TextEncoder:
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.batch_size = batch_size
         self.dim = int(self.session.get_outputs()[0].shape[-1])
+        self.cache = EncoderCache(cache_size) if cache_size > 0 else None
 
     def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
         return list(self.tokenizer.encode_batch(list(texts)))
 
     def encode(self, texts: Sequence[str]) -> TextEncoding:
+        """Encode ``texts`` (through the exact-text cache when one is configured)."""
+        if self.cache is None:
+            return self._encode(texts)
+        cache = self.cache
+        found = [cache.get(t) for t in texts]
+        todo = list(dict.fromkeys(t for t, c in zip(texts, found, strict=True) if c is None))
+        if todo:
+            fresh = self._encode(todo)
+            new = {
+                t: CachedText(
+                    fresh.embeddings[j],
+                    fresh.tokens[j],
+                    float(fresh.scale[j]),
+                    fresh.offsets[j],
+                    fresh.word_ids[j],
+                )
+                for j, t in enumerate(todo)
+            }
+            for t, c in new.items():
+                cache.put(t, c)
+            found = [c if c is not None else new[t] for t, c in zip(texts, found, strict=True)]
+        items = [c for c in found if c is not None]
+        return TextEncoding(
+            embeddings=np.stack([c.embedding for c in items]).astype(np.float32, copy=False),
+            tokens=[c.tokens for c in items],
+            scale=np.array([c.scale for c in items], dtype=np.float32),
+            offsets=[c.offsets for c in items],
+            word_ids=[c.word_ids for c in items],
+        )
+
+    def _encode(self, texts: Sequence[str]) -> TextEncoding:
         """Encode ``texts``; sorts by token length per batch to cut padding, restores order."""
         encs = self.tokenize(texts)
         n = len(encs)
