@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 BUNDLE ?= models/minilm-crisis
 
-.PHONY: setup models demo test test-slow lint clean
+.PHONY: setup models demo test test-slow lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,15 @@ test: models
 
 test-slow: models
 	$(PY) -m pytest -q -m slow
+
+# Benchmarks print ratios against a baseline measured in the same run (shared CPUs); each
+# script takes --full for the issue-8 sizes (20,000 events).
+bench: models
+	$(PY) bench/encoder.py
+	$(PY) bench/pipeline.py
+	$(PY) bench/cache.py
+	$(PY) bench/latency.py
+	$(PY) bench/memory.py
 
 lint: setup
 	$(VENV)/bin/ruff check stream tests bench scripts
