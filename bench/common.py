@@ -9,6 +9,7 @@ are printed too, for context only.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -69,6 +70,25 @@ def interleaved(
         for name, fn in configs.items():
             best[name] = max(best[name], rate(fn, min_s))
     return best
+
+
+def interleaved_ratios(
+    configs: dict[str, Callable[[], int]], baseline: str, rounds: int = 5, min_s: float = 0.5
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median over interleaved rounds of (config items/s) / (baseline items/s in that round),
+    and the median items/s per config (context only). A round's ratio compares runs seconds
+    apart, so slow drift of the foreign load cancels; the median drops the bursts."""
+    for fn in configs.values():
+        fn()
+    per: dict[str, list[float]] = {k: [] for k in configs}
+    for _ in range(rounds):
+        for name, fn in configs.items():
+            per[name].append(rate(fn, min_s))
+    ratios = {
+        k: statistics.median(v / b for v, b in zip(per[k], per[baseline], strict=True))
+        for k in configs
+    }
+    return ratios, {k: statistics.median(v) for k, v in per.items()}
 
 
 def rss_mb(pid: int | None = None) -> float:
