@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--bundle", type=Path, default=BUNDLE)
     ap.add_argument("--skip-per-tensor", action="store_true")
     args = ap.parse_args()
-    n, rounds, min_s = (512, 7, 1.5) if args.full else (128, 5, 0.3)
+    n, rounds, min_s = (512, 7, 1.5) if args.full else (128, 4, 0.3)
     texts = unique_texts(crisis_texts(["dev"]))[:n]
     man = read_manifest(args.bundle)
     spec = man.text_encoder
