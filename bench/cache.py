@@ -16,7 +16,6 @@ from stream.models.bundle import load_bundle
 from stream.models.cache import EncoderCache
 from stream.models.text import TextEncoder
 
-
 HITS: dict[int, int] = {}
 
 
