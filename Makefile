@@ -49,9 +49,18 @@ test: models system
 test-slow: models system
 	$(PY) -m pytest -q -m slow
 
+# Benchmarks print ratios against a baseline measured in the same run (shared CPUs); each
+# script takes --full for the issue-8 sizes (20,000 events).
+bench: models
+	$(PY) bench/encoder.py
+	$(PY) bench/pipeline.py
+	$(PY) bench/cache.py
+	$(PY) bench/latency.py
+	$(PY) bench/memory.py
+
 lint: setup
-	$(VENV)/bin/ruff check stream tests bench scripts
-	$(VENV)/bin/ruff format --check stream tests bench scripts
+	$(VENV)/bin/ruff check stream tests bench
+	$(VENV)/bin/ruff format --check stream tests bench
 	$(VENV)/bin/mypy
 
 clean:

@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 
 def build_pipeline(settings: Settings) -> Pipeline:
     bundle = load_bundle(
-        settings.bundle, settings.precision, settings.threads, settings.batch_max_events
+        settings.bundle,
+        settings.precision,
+        settings.threads,
+        settings.batch_max_events,
+        settings.ort_spinning,
+        settings.encoder_cache_size,
     )
     images = ImageOptions.from_settings(settings)
     return Pipeline(bundle, settings.rationale_top_k, settings.review_threshold, images)

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     bundle: Path = _REPO / "models" / "minilm-crisis"
     precision: str | None = Field(None, description="int8 or fp32; default: the bundle's")
     threads: int | None = None
+    ort_spinning: bool = Field(
+        False,
+        description="let onnxruntime intra-op threads busy-wait; off: faster on shared CPUs",
+    )
+    encoder_cache_size: int = Field(
+        0,
+        description="exact-text LRU of encoder outputs, in entries (~70 KB each); 0 = off: "
+        "CrisisMMD has no exact duplicate texts, so it only costs there (notes/issue8.md)",
+    )
     review_threshold: float | None = Field(None, description="override the bundle's threshold")
     rationale_top_k: int = 5
 
@@ -86,7 +95,9 @@ class Settings(BaseSettings):
     image_cells_top_k: int | None = Field(None, description="image cells per label (default k)")
 
     # Batching and limits
-    batch_max_events: int = 32
+    batch_max_events: int = Field(
+        32, description="fastest int8 batch size on CrisisMMD (bench/encoder.py: 1, 8, 32, 64)"
+    )
     batch_max_wait_ms: int = 100
     batch_max_tokens: int = 4096
     poll_max_records: int = 500

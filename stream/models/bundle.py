@@ -147,6 +147,8 @@ def load_bundle(
     precision: str | None = None,
     threads: int | None = None,
     batch_size: int = 32,
+    spinning: bool = False,
+    cache_size: int = 0,
 ) -> Bundle:
     """Load and verify a bundle; ``precision`` overrides the manifest's default encoder file."""
     bundle_dir = Path(bundle_dir)
@@ -174,6 +176,8 @@ def load_bundle(
         spec.max_length,
         threads,
         batch_size,
+        spinning,
+        cache_size,
     )
     heads = [
         LinearHead.from_npz(

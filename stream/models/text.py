@@ -14,12 +14,24 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
+from stream.models.cache import CachedText, EncoderCache
+
 __all__ = ["TextEncoder", "TextEncoding", "make_session"]
 
 
-def make_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session with deliberate thread and graph settings."""
+def make_session(
+    path: Path, threads: int | None = None, spinning: bool = False
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session with deliberate thread and graph settings.
+
+    Intra-op threads do not busy-wait between ops unless ``spinning``: on a shared 2-core
+    machine spinning threads burn the CPU other work needs, and the int8 MiniLM ran 1.4-1.8x
+    faster without it under foreign load (bench/encoder.py, notes/issue8.md); outputs are
+    unchanged (same kernels, same thread count).
+    """
     opts = ort.SessionOptions()
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
@@ -56,19 +68,53 @@ class TextEncoder:
         max_length: int = 128,
         threads: int | None = None,
         batch_size: int = 32,
+        spinning: bool = False,
+        cache_size: int = 0,
     ) -> None:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.no_padding()
-        self.session = make_session(onnx_path, threads)
+        self.session = make_session(onnx_path, threads, spinning)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.batch_size = batch_size
         self.dim = int(self.session.get_outputs()[0].shape[-1])
+        self.cache = EncoderCache(cache_size) if cache_size > 0 else None
 
     def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
         return list(self.tokenizer.encode_batch(list(texts)))
 
     def encode(self, texts: Sequence[str]) -> TextEncoding:
+        """Encode ``texts`` (through the exact-text cache when one is configured)."""
+        if self.cache is None:
+            return self._encode(texts)
+        cache = self.cache
+        found = [cache.get(t) for t in texts]
+        todo = list(dict.fromkeys(t for t, c in zip(texts, found, strict=True) if c is None))
+        if todo:
+            fresh = self._encode(todo)
+            new = {
+                t: CachedText(
+                    fresh.embeddings[j],
+                    fresh.tokens[j],
+                    float(fresh.scale[j]),
+                    fresh.offsets[j],
+                    fresh.word_ids[j],
+                )
+                for j, t in enumerate(todo)
+            }
+            for t, c in new.items():
+                cache.put(t, c)
+            found = [c if c is not None else new[t] for t, c in zip(texts, found, strict=True)]
+        items = [c for c in found if c is not None]
+        return TextEncoding(
+            embeddings=np.stack([c.embedding for c in items]).astype(np.float32, copy=False),
+            tokens=[c.tokens for c in items],
+            scale=np.array([c.scale for c in items], dtype=np.float32),
+            offsets=[c.offsets for c in items],
+            word_ids=[c.word_ids for c in items],
+        )
+
+    def _encode(self, texts: Sequence[str]) -> TextEncoding:
         """Encode ``texts``; sorts by token length per batch to cut padding, restores order."""
         encs = self.tokenize(texts)
         n = len(encs)

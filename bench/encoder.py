@@ -1,0 +1,173 @@
+"""Encoder throughput (issue 8, items 3 and 6): texts/s per configuration, as ratios.
+
+Baseline: the shipped TextEncoder (int8, its default session, length-sorted batches of 32).
+Everything else is reported relative to it, measured interleaved in the same process.
+
+    .venv/bin/python bench/encoder.py          # ~1-2 minutes
+    .venv/bin/python bench/encoder.py --full   # more texts and rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from common import BUNDLE, crisis_texts, interleaved_ratios, table, unique_texts
+from tokenizers import Encoding
+
+from stream.models.bundle import read_manifest
+from stream.models.text import TextEncoder
+
+LEVELS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session(
+    path: Path, threads: int | None, level: str = "all", spin: bool = False
+) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = LEVELS[level]
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def runner(enc: TextEncoder, texts: Sequence[str], batch: int, padding: str) -> Callable[[], int]:
+    """Tokenise + run ``texts`` in batches; ``padding``: ``sorted`` (length-sorted batches, what
+    TextEncoder does), ``arrival`` (batches in arrival order, padded to their longest) or
+    ``max`` (every row padded to max_length=128)."""
+    names = {i.name for i in enc.session.get_inputs()}
+
+    def run_batch(encs: Sequence[Encoding]) -> None:
+        width = 128 if padding == "max" else max(len(e.ids) for e in encs)
+        ids = np.zeros((len(encs), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for r, e in enumerate(encs):
+            ids[r, : len(e.ids)] = e.ids
+            mask[r, : len(e.ids)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        enc.session.run(None, feeds)
+
+    def go() -> int:
+        if padding == "sorted":
+            enc.encode(texts)  # the real code path, pooling included
+            return len(texts)
+        encs = enc.tokenize(texts)
+        for s in range(0, len(encs), batch):
+            run_batch(encs[s : s + batch])
+        return len(texts)
+
+    return go
+
+
+def per_tensor_model(fp32: Path, work: Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = work / "text_encoder.int8.per_tensor.onnx"
+    if not out.exists():
+        logging.getLogger().setLevel(logging.ERROR)
+        quantize_dynamic(str(fp32), str(out), per_channel=False, weight_type=QuantType.QInt8)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--full", action="store_true", help="512 texts, 7 rounds")
+    ap.add_argument("--bundle", type=Path, default=BUNDLE)
+    ap.add_argument("--skip-per-tensor", action="store_true")
+    args = ap.parse_args()
+    n, rounds, min_s = (512, 7, 1.5) if args.full else (128, 4, 0.3)
+    texts = unique_texts(crisis_texts(["dev"]))[:n]
+    man = read_manifest(args.bundle)
+    spec = man.text_encoder
+    tok = args.bundle / spec.tokenizer
+    files = {p: args.bundle / f for p, f in spec.files.items()}
+
+    def make(prec: str, batch: int, threads: int | None = None, **kw: object) -> TextEncoder:
+        enc = TextEncoder(files[prec], tok, spec.max_length, threads, batch)
+        if kw or threads:
+            enc.session = session(files[prec], threads, **kw)  # type: ignore[arg-type]
+        return enc
+
+    print(
+        f"{len(texts)} CrisisMMD dev texts, {rounds} interleaved rounds, median per-round ratio\n"
+    )
+
+    # -- item 3: int8 vs fp32 by batch size ----------------------------------------------
+    configs: dict[str, Callable[[], int]] = {}
+    for prec in ("int8", "fp32"):
+        for b in (1, 8, 32, 64):
+            configs[f"{prec} b{b}"] = runner(make(prec, b), texts, b, "sorted")
+    q, r = interleaved_ratios(configs, "int8 b32", rounds, min_s)
+    rows = []
+    for b in (1, 8, 32, 64):
+        i8, f32 = q[f"int8 b{b}"], q[f"fp32 b{b}"]
+        rows.append([b, i8, f32, i8 / f32, f"{r[f'int8 b{b}']:.0f} / {r[f'fp32 b{b}']:.0f}"])
+    print("Text encoder, int8 vs fp32 (ratios vs int8 batch 32; length-sorted batches)")
+    print(
+        table(
+            [
+                "batch",
+                "int8 / int8@32",
+                "fp32 / int8@32",
+                "int8 / fp32",
+                "texts/s int8 / fp32 (context)",
+            ],
+            rows,
+        )
+    )
+    best_b = max((1, 8, 32, 64), key=lambda b: q[f"int8 b{b}"])
+    print(f"\nfastest int8 batch size here: {best_b}")
+    if man.image_encoder is None:
+        print("image encoder: this bundle has none (manifest.image_encoder is null) - skipped\n")
+
+    # -- item 6: efficiency knobs at batch 32 --------------------------------------------
+    shipped = "shipped (threads=ORT default, spinning off, all, sorted)"
+    eff: dict[str, Callable[[], int]] = {
+        shipped: runner(make("int8", 32), texts, 32, "sorted"),
+        "spinning on (previous default)": runner(
+            make("int8", 32, None, spin=True), texts, 32, "sorted"
+        ),
+        "intra_op threads=1": runner(make("int8", 32, 1), texts, 32, "sorted"),
+        "intra_op threads=2": runner(make("int8", 32, 2), texts, 32, "sorted"),
+        "threads=1, spinning on": runner(make("int8", 32, 1, spin=True), texts, 32, "sorted"),
+        "opt level basic": runner(make("int8", 32, None, level="basic"), texts, 32, "sorted"),
+        "opt level extended": runner(make("int8", 32, None, level="extended"), texts, 32, "sorted"),
+        "batches in arrival order": runner(make("int8", 32), texts, 32, "arrival"),
+        "pad to max_length 128, b32": runner(make("int8", 32), texts, 32, "max"),
+        "pad to max_length 128, b1": runner(make("int8", 1), texts, 1, "max"),
+    }
+    if not args.skip_per_tensor:
+        work = Path(tempfile.gettempdir()) / "crisis-bench"
+        work.mkdir(exist_ok=True)
+        pt = per_tensor_model(files["fp32"], work)
+        pt_enc = TextEncoder(pt, tok, spec.max_length, None, 32)
+        eff["per-tensor int8 weights"] = runner(pt_enc, texts, 32, "sorted")
+    q2, r2 = interleaved_ratios(eff, shipped, rounds, min_s)
+    print("Text encoder efficiency, int8, batch 32 (ratio vs the shipped configuration)")
+    print(
+        table(
+            ["configuration", "ratio", "texts/s (context)"],
+            [[k, q2[k], f"{v:.0f}"] for k, v in r2.items()],
+        )
+    )
+    print(
+        "\nQDQ (static) quantization: not measured (needs a calibration pass; see notes/issue8.md)"
+    )
+
+
+if __name__ == "__main__":
+    main()

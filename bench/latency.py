@@ -1,0 +1,155 @@
+"""End-to-end latency at 50% of max throughput (issue 8, item 4), with a batch/max-wait sweep.
+
+A paced producer sends CrisisMMD events to a local noida-db broker at half the bare int8
+encoder's throughput at that batch size (measured just before, in this process); latency is
+from the send to the worker publishing the labelled event (``on_batch``, i.e. produce called,
+before the broker's ack). Goal: p99 <= max_wait + 2 x (inference time of a full batch).
+
+    .venv/bin/python bench/latency.py           # 2 x 2 sweep, ~8 s of traffic each
+    .venv/bin/python bench/latency.py --full    # 3 x 3 sweep, 30 s each
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+from common import BUNDLE, crisis_texts, met, table
+from confluent_kafka import Producer
+from pipeline import settings_for
+
+from stream.admin import ensure_topics
+from stream.broker import LocalBroker
+from stream.models.bundle import load_bundle
+from stream.pipeline import Pipeline
+from stream.runtime import consumer_conf
+from stream.schemas import LabeledEvent
+from stream.sinks import KafkaSink
+from stream.sources import KafkaSource
+from stream.worker import Worker
+
+
+def batch_time(pipe: Pipeline, texts: Sequence[str], batch: int, reps: int = 5) -> float:
+    """Median seconds to encode + label one full batch."""
+    times = []
+    for i in range(reps):
+        chunk = texts[i * batch : (i + 1) * batch]
+        t0 = time.perf_counter()
+        pipe.bundle.encoder.encode(chunk)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def one(
+    bootstrap: str, pipe: Pipeline, texts: Sequence[str], batch: int, wait_ms: int, secs: float
+) -> dict[str, float]:
+    bt = batch_time(pipe, texts, batch)
+    pace = 0.5 * batch / bt  # events/s: half the encoder's limit at this batch size
+    n = max(batch * 2, int(pace * secs))
+    s = settings_for(bootstrap, batch_max_events=batch, batch_max_wait_ms=wait_ms)
+    ensure_topics(s.kafka_common(), {s.input_topic: 1, **dict.fromkeys(s.output_topics(), 1)})
+    sent: dict[str, float] = {}
+    lat: list[float] = []
+
+    def on_batch(outs: list[LabeledEvent]) -> None:
+        now = time.perf_counter()
+        lat.extend(now - sent[o.id] for o in outs)
+
+    worker = Worker(
+        s,
+        KafkaSource(consumer_conf(s), [s.input_topic]),
+        KafkaSink(s.kafka_common()),
+        pipe,
+        on_batch=on_batch,
+    )
+    th = threading.Thread(target=worker.run, kwargs={"stop_after": n, "idle_timeout_s": 60})
+    th.start()
+    deadline = time.monotonic() + 60
+    while not worker.source.ready and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "log_level": 3})
+    t0 = time.perf_counter()
+    for i in range(n):
+        target = t0 + i / pace
+        while (d := target - time.perf_counter()) > 0:
+            time.sleep(d)
+        eid = f"l{i}"
+        sent[eid] = time.perf_counter()
+        p.produce(s.input_topic, orjson.dumps({"id": eid, "text": texts[i % len(texts)]}))
+        p.poll(0)
+    p.flush(30)
+    th.join(120)
+    ms = np.array(lat) * 1000
+    goal = wait_ms + 2 * bt * 1000
+    return {
+        "pace": pace,
+        "n": len(ms),
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "p99": float(np.percentile(ms, 99)),
+        "batch_ms": bt * 1000,
+        "goal": goal,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--full", action="store_true")
+    args = ap.parse_args()
+    batches, waits, secs = (
+        ([8, 32, 64], [25, 50, 100], 30.0) if args.full else ([8, 32], [50, 100], 8.0)
+    )
+    texts = crisis_texts(["dev"])
+    pipe = Pipeline(load_bundle(BUNDLE, batch_size=max(batches)), 5, None)
+    pipe.bundle.encoder.encode(texts[:64])  # warm-up
+    rows = []
+    with LocalBroker("noida") as broker:
+        for b in batches:
+            pipe.bundle.encoder.batch_size = b
+            for w in waits:
+                r = one(broker.bootstrap, pipe, texts, b, w, secs)
+                rows.append(
+                    [
+                        b,
+                        w,
+                        f"{r['pace']:.0f}",
+                        int(r["n"]),
+                        f"{r['p50']:.0f}",
+                        f"{r['p95']:.0f}",
+                        f"{r['p99']:.0f}",
+                        f"{r['batch_ms']:.0f}",
+                        f"{r['goal']:.0f}",
+                        f"{r['p99'] / r['goal']:.2f}",
+                        met(r["p99"], r["goal"], higher=False),
+                    ]
+                )
+    print(
+        "latency at 50% of the encoder's throughput (ms; p99/goal is the load-independent figure)"
+    )
+    print(
+        table(
+            [
+                "batch",
+                "max wait ms",
+                "events/s sent",
+                "n",
+                "p50",
+                "p95",
+                "p99",
+                "batch inference ms",
+                "goal p99 <=",
+                "p99 / goal",
+                "status",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
