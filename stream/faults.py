@@ -15,7 +15,7 @@ import signal
 __all__ = ["POINTS", "crash_point"]
 
 #: where the worker calls :func:`crash_point`
-POINTS = ("mid_batch", "acked_not_stored")
+POINTS = ("mid_batch", "acked_not_stored", "stored_not_committed")
 
 
 def _parse(spec: str | None) -> tuple[str, int] | None:

@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
     commit_interval_ms: int = 2_000
+    commit_every_batch: bool = Field(
+        True,
+        description="after each batch wait for its outputs' acks, then commit synchronously: "
+        "a crash re-labels at most the batch in progress; false commits every "
+        "commit_interval_ms instead (fewer round trips, a wider duplicate window)",
+    )
+    commit_wait_s: float = Field(
+        5.0, gt=0, description="longest wait for a batch's acks in commit_every_batch mode"
+    )
     security_protocol: str | None = None
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

@@ -287,6 +287,21 @@ class Worker:
             self._publish(out)
         if self.on_batch is not None:
             self.on_batch(outs)
+        if self.settings.commit_every_batch:
+            self._commit_batch()
+
+    def _commit_batch(self) -> None:
+        """Wait (bounded) for the batch's outputs to be acknowledged, store and commit them
+        synchronously: a crash then duplicates at most the batch in progress. An output broker
+        that does not answer in ``commit_wait_s`` is left to the retry and backpressure path."""
+        deadline = time.monotonic() + self.settings.commit_wait_s
+        while self.tracker.in_flight_outputs and time.monotonic() < deadline:
+            self._resend_failed()
+            self.sink.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+            self.heartbeat = time.monotonic()
+        self._store()
+        crash_point("stored_not_committed")
+        self.source.commit()
 
     def _publish(self, out: LabeledEvent) -> None:
         out.worker = self.settings.worker_id

@@ -1,13 +1,15 @@
 """Crash test on a real broker: the worker runs as a child process and is SIGKILLed again and
 again, restarted each time; afterwards every input id is in the labelled or the DLQ topic and
-duplicates stay within the uncommitted window per crash.
+duplicates stay within the uncommitted window per crash: one batch in the default
+``commit_every_batch`` mode, the in-flight cap plus two commit intervals in interval mode.
 
 Kills are seeded and come in three kinds, so the dangerous windows are hit on purpose, not by
 luck: ``mid_batch`` (the test-only hook kills the process after half a batch's outputs were
 handed to the producer), ``acked_not_stored`` (outputs acknowledged by the broker, their input
-offsets not yet stored, let alone committed), and ``timer`` (an external SIGKILL at a random
-moment 0-3 s after the process produced its first output; with a 500 ms commit interval this
-mostly lands between produce and commit). Each output names the process that wrote it
+offsets not yet stored, let alone committed), ``stored_not_committed`` (stored, the
+synchronous commit not yet sent; per-batch mode only) and ``timer`` (an external SIGKILL at a
+random moment 0-3 s after the process produced its first output, mostly between produce and
+commit). Each output names the process that wrote it
 (``worker``), so duplicates are attributed to the crash that preceded them exactly.
 """
 
@@ -42,10 +44,14 @@ class CrashReport:
     dlq_dups: int = 0
     seconds: float = 0.0
     rate: float = 0.0
+    per_batch: bool = True
 
     def bound(self) -> int:
-        """The uncommitted window: events unacked (in-flight cap) plus what completes in two
-        commit intervals (librdkafka's commit is asynchronous) plus one batch in progress."""
+        """Per-batch commits: the batch in progress. Interval commits: events unacked
+        (in-flight cap) plus what completes in two commit intervals (librdkafka's commit is
+        asynchronous) plus one batch in progress."""
+        if self.per_batch:
+            return BATCH
         return MAX_IN_FLIGHT // 2 + int(self.rate * 2 * COMMIT_INTERVAL_S) + BATCH
 
 
@@ -58,18 +64,22 @@ def _inputs(n: int) -> tuple[list[bytes], set[str]]:
 
 
 def run_crash_scenario(
-    handle: BrokerHandle, n: int, kills: int, seed_: int, tmp: Path
+    handle: BrokerHandle, n: int, kills: int, seed_: int, tmp: Path, per_batch: bool = True
 ) -> CrashReport:
     settings = handle.settings()
     create_topics(settings)
     values, ids = _inputs(n)
     seed(handle.bootstrap, settings.input_topic, values)
     rng = random.Random(seed_)
-    kinds = [("mid_batch", "acked_not_stored", "timer")[k % 3] for k in range(kills)]
+    points = ("mid_batch", "acked_not_stored", "timer")
+    if per_batch:
+        points += ("stored_not_committed",)
+    kinds = [points[k % len(points)] for k in range(kills)]
     rng.shuffle(kinds)
     out = TopicReader(handle.bootstrap, settings.output_topic)
     dlq = TopicReader(handle.bootstrap, settings.dlq_topic)
-    report = CrashReport(events=n)
+    report = CrashReport(events=n, per_batch=per_batch)
+    mode = {"CRISIS_COMMIT_EVERY_BATCH": str(per_batch).lower()}
     t0 = time.monotonic()
 
     def seen() -> set[str]:
@@ -82,7 +92,11 @@ def run_crash_scenario(
 
     try:
         for k, kind in enumerate(kinds):
-            extra = {"CRISIS_WORKER_ID": f"run-{k}", "CRISIS_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT)}
+            extra = {
+                "CRISIS_WORKER_ID": f"run-{k}",
+                "CRISIS_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
+                **mode,
+            }
             if kind != "timer":
                 extra["CRISIS_FAULT_CRASH"] = f"{kind}:{rng.randint(2, 30)}"
             proc = WorkerProcess(worker_env(settings, **extra), tmp / f"worker-{k}.log")
@@ -101,7 +115,8 @@ def run_crash_scenario(
             assert rc == -9, f"kill {k} ({kind}): exit {rc}\n{proc.log_tail()}"
             assert by_hook == (kind != "timer"), f"kill {k}: the {kind} hook never fired"
         final = WorkerProcess(
-            worker_env(settings, CRISIS_WORKER_ID=f"run-{kills}"), tmp / "worker-final.log"
+            worker_env(settings, CRISIS_WORKER_ID=f"run-{kills}", **mode),
+            tmp / "worker-final.log",
         )
         deadline = time.monotonic() + 60 + n / 10
         while not ids <= seen():
@@ -136,8 +151,14 @@ def _check(report: CrashReport, tmp: Path) -> None:
 
 
 def test_crash_restart_small(noida: BrokerHandle, tmp_path: Path):
-    """Non-slow variant: 1,000 events, one kill of each kind."""
-    _check(run_crash_scenario(noida, 1000, 3, seed_=7, tmp=tmp_path), tmp_path)
+    """Non-slow variant: 1,000 events, one kill of each kind, per-batch commits (default)."""
+    _check(run_crash_scenario(noida, 1000, 4, seed_=7, tmp=tmp_path), tmp_path)
+
+
+def test_crash_restart_small_interval_commits(noida: BrokerHandle, tmp_path: Path):
+    """The same with periodic commits (``CRISIS_COMMIT_EVERY_BATCH=false``)."""
+    report = run_crash_scenario(noida, 1000, 3, seed_=7, tmp=tmp_path, per_batch=False)
+    _check(report, tmp_path)
 
 
 @pytest.mark.slow

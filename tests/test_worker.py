@@ -64,3 +64,27 @@ def test_jsonl_file_source_and_sink(bundle: Bundle, tmp_path: Path):
     out = (tmp_path / "out" / f"{settings.output_topic}.jsonl").read_bytes().splitlines()
     dlq = (tmp_path / "out" / f"{settings.dlq_topic}.jsonl").read_bytes().splitlines()
     assert len(out) == len(sample_events()) and len(dlq) == 1
+
+
+class _CommitLog(MemorySource):
+    """Records what was stored at every synchronous commit."""
+
+    def __init__(self, values: list[bytes]) -> None:
+        super().__init__(values, topic="in")
+        self.commits: list[int] = []
+
+    def commit(self) -> None:
+        self.commits.append(self.committed.get(("in", 0), 0))
+
+
+def test_commit_every_batch_commits_each_delivered_batch(bundle: Bundle):
+    """Per-batch mode: each batch's offsets are committed once its outputs are acked, so a
+    crash re-labels at most the batch in progress; interval mode leaves it to librdkafka."""
+    events = sample_events()[:20]
+    per_batch = _CommitLog(events)
+    Worker(_settings(batch_max_events=7), per_batch, MemorySink(), Pipeline(bundle)).run()
+    assert per_batch.commits[:2] == [7, 14] and per_batch.commits[-1] == 20
+    interval = _CommitLog(events)
+    settings = _settings(batch_max_events=7, commit_every_batch=False)
+    Worker(settings, interval, MemorySink(), Pipeline(bundle)).run()
+    assert interval.commits == [20]  # only the synchronous commit at shutdown
