@@ -38,7 +38,8 @@ def render_event(ev: LabeledEvent, task: str = "informative") -> str:
     if ev.image_error:
         lines.append(click.style(f"   image not used: {ev.image_error}", fg="yellow"))
     elif ev.rationale.image:
-        reliance = ", ".join(f"{m} {w:.2f}" for m, w in ev.modality.items())
+        share = ev.labels[task].modality or ev.modality
+        reliance = ", ".join(f"{m} {w:.2f}" for m, w in share.items())
         cells = ", ".join(
             f"[{c.x},{c.y} {c.w}x{c.h}] {c.concept or '?'} {c.weight:+.2f}"
             for c in ev.rationale.image

@@ -106,7 +106,7 @@ def render_html(event: InputEvent, out: LabeledEvent, image: tuple[str, int, int
     body = [
         f"<h1>Event {html.escape(out.id)}</h1>",
         f'<div class="meta">model {html.escape(out.model.bundle)} {html.escape(out.model.version)}'
-        f" ({html.escape(out.model.quantization)}) · reliance text "
+        f" ({html.escape(out.model.quantization)}) · reliance, mean over tasks: text "
         f"{out.modality.get('text', 0):.0%} / image {out.modality.get('image', 0):.0%}</div>",
     ]
     if out.image_error:
@@ -120,9 +120,13 @@ def render_html(event: InputEvent, out: LabeledEvent, image: tuple[str, int, int
             for name, p in sorted(lab.scores.items(), key=lambda kv: -kv[1])
         )
         review = " · needs review" if lab.needs_review else ""
+        share = lab.modality or out.modality
         section = [
             f'<div class="task"><h2>{html.escape(task)}: {html.escape(lab.label)} '
-            f"({lab.score:.3f}){review}</h2><table class='scores'>{scores}</table>",
+            f"({lab.score:.3f}){review}</h2>"
+            f'<div class="meta">this label: text {share.get("text", 0):.0%} / image '
+            f"{share.get('image', 0):.0%}</div>"
+            f"<table class='scores'>{scores}</table>",
             f'<p class="text">{_text_html(out.text, spans) or "<i>(no text)</i>"}</p>',
         ]
         if image is not None and cells:

@@ -90,6 +90,7 @@ class Pipeline:
                     },
                     calibrated=True,
                     needs_review=bool(probs[pred] < threshold) or not (use_text or image_ok),
+                    modality=decision.reliance,
                 )
                 if self.top_k and ev.text and decision.text_weight:
                     shares = head.token_shares(enc.tokens[i], float(enc.scale[i]), pred)

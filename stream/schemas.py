@@ -79,6 +79,9 @@ class TaskLabel(BaseModel):
     scores: dict[str, float]
     calibrated: bool = True
     needs_review: bool = False
+    #: this task's exact share of the fused logit per modality (sums to 1); the event-level
+    #: ``modality`` is the mean over tasks, which hides a task that ignores the image
+    modality: dict[str, float] = Field(default_factory=dict)
 
 
 class TextSpan(BaseModel):

@@ -69,7 +69,7 @@ def evaluate_image_rows(pipeline: Pipeline, rows: Sequence[ImageRow]) -> dict[st
             task_report[name] = _scores(gold, [o.labels[task].label for o in labelled])
             if name != "text_only":
                 task_report[name]["image_errors"] = sum(bool(o.image_error) for o in labelled)
-        share = np.array([o.modality["image"] for o in outs["fused"]])
+        share = np.array([o.labels[task].modality["image"] for o in outs["fused"]])
         changed = [
             f.labels[task].label != t.labels[task].label
             for f, t in zip(outs["fused"], outs["text_only"], strict=True)
