@@ -132,6 +132,13 @@ def faithfulness_report(
     help="CrisisMMD directory (default: ../shared/datasets/crisismmd)",
 )
 @click.option("--task", default="informative", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "dev"]),
+    default="test",
+    show_default=True,
+    help="dev for choosing settings, test for the figure",
+)
 @click.option("--k", default=5, show_default=True, help="rationale words removed / kept")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--repeats", default=3, show_default=True, help="random-word draws per text")
@@ -141,13 +148,14 @@ def faithfulness(
     bundle_dir: Path | None,
     data: Path | None,
     task: str,
+    split: str,
     k: int,
     seed: int,
     repeats: int,
     limit: int | None,
     out: Path | None,
 ) -> None:
-    """ERASER comprehensiveness / sufficiency of text rationales on the agreed test split."""
+    """ERASER comprehensiveness / sufficiency of text rationales on an agreed split."""
     import orjson
 
     from stream.data.crisismmd import find_dataset, load_split
@@ -158,12 +166,13 @@ def faithfulness(
     if data is None:
         raise click.UsageError("CrisisMMD not found: pass --data")
     bundle = load_bundle(bundle_dir or Settings().bundle)
-    rows = load_split(data, task, "test")
+    rows = load_split(data, task, split)
     if limit:
         rows = rows[:limit]
     report = faithfulness_report(
         bundle, [r.text for r in rows], [r.label for r in rows], k, seed, task, repeats
     )
+    report["split"] = split
     text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
     if out:
         out.write_text(text + "\n")
