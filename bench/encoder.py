@@ -83,11 +83,109 @@ def per_tensor_model(fp32: Path, work: Path) -> Path:
     return out
 
 
+def qdq_model(fp32: Path, work: Path, enc: TextEncoder, calib: Sequence[str]) -> Path:
+    """Static QDQ int8 (per-channel weights, u8 activations, MinMax ranges) calibrated on
+    ``calib`` (train texts, never the measured dev texts), in batches of 8."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    out = work / "text_encoder.int8.qdq.onnx"
+    if out.exists():
+        return out
+    names = {i.name for i in enc.session.get_inputs()}
+    encs = enc.tokenize(calib)
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.batches = iter(range(0, len(encs), 8))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self.batches, None)
+            if start is None:
+                return None
+            part = encs[start : start + 8]
+            width = max(len(e.ids) for e in part)
+            ids = np.zeros((len(part), width), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for r, e in enumerate(part):
+                ids[r, : len(e.ids)] = e.ids
+                mask[r, : len(e.ids)] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in names:
+                feeds["token_type_ids"] = np.zeros_like(ids)
+            return feeds
+
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return out
+
+
+def cosine_vs(ref: TextEncoder, other: TextEncoder, texts: Sequence[str]) -> tuple[float, float]:
+    """(min, mean) cosine of ``other``'s pooled embeddings to ``ref``'s on ``texts``."""
+    a, b = ref.encode(texts).embeddings, other.encode(texts).embeddings
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(cos.min()), float(cos.mean())
+
+
+def image_section(bundle: Path, rounds: int, min_s: float) -> None:
+    """Item 3 for the image encoder: int8 vs fp32 by batch size, on 64 224x224 crops of the
+    scikit-learn sample photos (pixel content does not change the cost of a CNN)."""
+    from sklearn.datasets import load_sample_images
+
+    from stream.models.image import ImageEncoder
+
+    spec = read_manifest(bundle).image_encoder
+    if spec is None:
+        print("image encoder: this bundle has none (manifest.image_encoder is null) - skipped\n")
+        return
+    photos = load_sample_images().images
+    rng = np.random.default_rng(0)
+    pixels = []
+    for k in range(64):
+        img = photos[k % len(photos)]
+        y, x = rng.integers(0, img.shape[0] - 224), rng.integers(0, img.shape[1] - 224)
+        pixels.append(np.ascontiguousarray(img[y : y + 224, x : x + 224]))
+    configs: dict[str, Callable[[], int]] = {}
+    precs = sorted(spec.files)
+    for prec in precs:
+        for b in (1, 8, 32, 64):
+            enc = ImageEncoder(bundle / spec.files[prec], None, b)
+            configs[f"{prec} b{b}"] = lambda enc=enc: len(enc.encode(pixels).logits)
+    base = f"{spec.precision} b{16 if f'{spec.precision} b16' in configs else 8}"
+    q, r = interleaved_ratios(configs, base, rounds, min_s)
+    rows = []
+    for b in (1, 8, 32, 64):
+        cells = [q[f"{p} b{b}"] for p in precs]
+        ratio = q[f"int8 b{b}"] / q[f"fp32 b{b}"] if {"int8", "fp32"} <= set(precs) else "-"
+        rows.append([b, *cells, ratio, " / ".join(f"{r[f'{p} b{b}']:.1f}" for p in precs)])
+    print(f"Image encoder (bundle default {spec.precision}), ratios vs {base}")
+    print(
+        table(
+            ["batch", *(f"{p} / {base}" for p in precs), "int8 / fp32", "images/s (context)"],
+            rows,
+        )
+    )
+    print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--full", action="store_true", help="512 texts, 7 rounds")
     ap.add_argument("--bundle", type=Path, default=BUNDLE)
     ap.add_argument("--skip-per-tensor", action="store_true")
+    ap.add_argument("--skip-qdq", action="store_true", help="skip the static QDQ calibration")
     args = ap.parse_args()
     n, rounds, min_s = (512, 7, 1.5) if args.full else (128, 4, 0.3)
     texts = unique_texts(crisis_texts(["dev"]))[:n]
@@ -131,8 +229,8 @@ def main() -> None:
     )
     best_b = max((1, 8, 32, 64), key=lambda b: q[f"int8 b{b}"])
     print(f"\nfastest int8 batch size here: {best_b}")
-    if man.image_encoder is None:
-        print("image encoder: this bundle has none (manifest.image_encoder is null) - skipped\n")
+    print()
+    image_section(args.bundle, rounds, min_s)
 
     # -- item 6: efficiency knobs at batch 32 --------------------------------------------
     shipped = "shipped (threads=ORT default, spinning off, all, sorted)"
@@ -156,6 +254,14 @@ def main() -> None:
         pt = per_tensor_model(files["fp32"], work)
         pt_enc = TextEncoder(pt, tok, spec.max_length, None, 32)
         eff["per-tensor int8 weights"] = runner(pt_enc, texts, 32, "sorted")
+    qdq_enc: TextEncoder | None = None
+    if not args.skip_qdq:
+        work = Path(tempfile.gettempdir()) / "crisis-bench"
+        work.mkdir(exist_ok=True)
+        calib = unique_texts(crisis_texts(["train"]))[:256]
+        qdq = qdq_model(files["fp32"], work, make("fp32", 32), calib)
+        qdq_enc = TextEncoder(qdq, tok, spec.max_length, None, 32)
+        eff["QDQ static int8 (per-channel, u8 activations)"] = runner(qdq_enc, texts, 32, "sorted")
     q2, r2 = interleaved_ratios(eff, shipped, rounds, min_s)
     print("Text encoder efficiency, int8, batch 32 (ratio vs the shipped configuration)")
     print(
@@ -164,9 +270,12 @@ def main() -> None:
             [[k, q2[k], f"{v:.0f}"] for k, v in r2.items()],
         )
     )
-    print(
-        "\nQDQ (static) quantization: not measured (needs a calibration pass; see notes/issue8.md)"
-    )
+    fp32 = make("fp32", 32)
+    rows = [["dynamic int8 (shipped)", *cosine_vs(fp32, make("int8", 32), texts)]]
+    if qdq_enc is not None:
+        rows.append(["QDQ static int8", *cosine_vs(fp32, qdq_enc, texts)])
+    print("\nEmbedding cosine to fp32 on the same texts (the bundle's bar: min >= 0.98)")
+    print(table(["quantization", "min cosine", "mean cosine"], rows))
 
 
 if __name__ == "__main__":
