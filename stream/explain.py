@@ -2,7 +2,7 @@
 
 The event goes through the same :class:`~stream.pipeline.Pipeline` as production, so the page
 shows exactly what the worker would publish: per task the label and scores, the text with each
-rationale word shaded by its exact signed share, the image with a heat map of all 7x7 cells'
+rationale word shaded by its signed effect, the image with a heat map of all 7x7 cells'
 shares (boxes in original pixels, drawn in an SVG over the image) and the cross-modal links.
 The image is re-encoded from the safely decoded pixels and inlined as a data URI, so the file
 opens anywhere without network access and never embeds the raw, untrusted bytes.

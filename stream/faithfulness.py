@@ -7,9 +7,11 @@ For each text the head's predicted label ``c`` and its calibrated probability ``
 - sufficiency = ``p(c | x) - p(c | only the rationale words)``: low when they suffice.
 
 Both are compared with removing / keeping the same number of *random* words of the same text:
-a faithful rationale must do much better than chance. The rationale is the ``k`` words with
-the largest exact share in favour of ``c`` (what the output's rationale shows first); the
-variant ranked by absolute share (as published, words against included) is reported too.
+a faithful rationale must do much better than chance. The rationale is the ``k`` words with the
+largest effect in favour of ``c`` (``LinearHead.token_effects``: what the output's rationale
+lists first); the ranking by raw exact shares (``token_shares``, the rationale before 0.1.0's
+change) is measured beside it. ``sweep`` adds other ``k``; random words are drawn as one
+permutation per text and repeat, so the random sets of a smaller ``k`` nest in the larger.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from stream.rationale import word_shares
 __all__ = ["faithfulness", "faithfulness_report", "keep_words", "remove_words"]
 
 _SPACES = re.compile(r"\s+")
+
+Spans = list[list[tuple[int, int]]]
 
 
 def remove_words(text: str, spans: Sequence[tuple[int, int]]) -> str:
@@ -52,6 +56,11 @@ def _score(bundle: Bundle, head: LinearHead, texts: list[str], labels: np.ndarra
     return np.asarray(probs[np.arange(len(texts)), labels], dtype=np.float64)
 
 
+def _ranked(words: list[tuple[int, int, float]]) -> list[tuple[int, int]]:
+    """Word spans, largest value in favour of the label first."""
+    return [w[:2] for w in sorted(words, key=lambda w: -w[2])]
+
+
 def faithfulness_report(
     bundle: Bundle,
     texts: Sequence[str],
@@ -60,9 +69,11 @@ def faithfulness_report(
     seed: int = 0,
     task: str = "informative",
     repeats: int = 3,
+    sweep: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """ERASER comprehensiveness and sufficiency of the top-``k`` rationale words of ``task``,
-    against ``repeats`` draws of ``k`` random words per text (``labels``: gold, for accuracy)."""
+    """ERASER comprehensiveness and sufficiency of the top-``k`` rationale words of ``task``
+    (and of every ``k`` in ``sweep``), against ``repeats`` draws of as many random words per
+    text (``labels``: gold, for accuracy)."""
     head = next((h for h in bundle.heads if h.task == task), None)
     if head is None:
         raise click.BadParameter(f"bundle has no head for task {task!r}")
@@ -72,50 +83,58 @@ def faithfulness_report(
     pred = out.pred
     base = out.probs[np.arange(len(texts)), pred].astype(np.float64)
     rng = np.random.default_rng(seed)
-    chosen: dict[str, list[list[tuple[int, int]]]] = {"support": [], "abs": []}
-    random_sets: list[list[list[tuple[int, int]]]] = [[] for _ in range(repeats)]
+    effects: list[list[tuple[int, int]]] = []
+    raw: list[list[tuple[int, int]]] = []
+    permutations: list[list[list[tuple[int, int]]]] = [[] for _ in range(repeats)]
     n_words = []
     for i in range(len(texts)):
-        shares = head.token_shares(enc.tokens[i], float(enc.scale[i]), int(pred[i]))
-        words = word_shares(enc.offsets[i], enc.word_ids[i], shares)
-        n = len(words)
-        n_words.append(n)
-        kk = min(k, n)
-        by_support = sorted(range(n), key=lambda j: -words[j][2])[:kk]
-        by_abs = sorted(range(n), key=lambda j: -abs(words[j][2]))[:kk]
-        chosen["support"].append([words[j][:2] for j in by_support])
-        chosen["abs"].append([words[j][:2] for j in by_abs])
+        c, h, scale = int(pred[i]), enc.tokens[i], float(enc.scale[i])
+        words = word_shares(enc.offsets[i], enc.word_ids[i], head.token_effects(h, scale, c))
+        effects.append(_ranked(words))
+        raw.append(
+            _ranked(word_shares(enc.offsets[i], enc.word_ids[i], head.token_shares(h, scale, c)))
+        )
+        n_words.append(len(words))
         for r in range(repeats):
-            pick = rng.choice(n, kk, replace=False).tolist() if kk else []
-            random_sets[r].append([words[j][:2] for j in pick])
+            permutations[r].append([words[j][:2] for j in rng.permutation(len(words))])
 
-    def measure(sets: list[list[tuple[int, int]]]) -> tuple[float, float]:
-        pairs = list(zip(texts, sets, strict=True))
+    def measure(sets: Spans, kk: int) -> tuple[float, float]:
+        pairs = [(t, s[:kk]) for t, s in zip(texts, sets, strict=True)]
         removed = _score(bundle, head, [remove_words(t, s) for t, s in pairs], pred)
         kept = _score(bundle, head, [keep_words(t, s) for t, s in pairs], pred)
         return float(np.mean(base - removed)), float(np.mean(base - kept))
 
-    comp, suff = measure(chosen["support"])
-    comp_abs, suff_abs = measure(chosen["abs"])
-    rand = [measure(s) for s in random_sets]
-    comp_rand = float(np.mean([r[0] for r in rand]))
-    suff_rand = float(np.mean([r[1] for r in rand]))
+    def at(kk: int) -> dict[str, Any]:
+        comp, suff = measure(effects, kk)
+        comp_raw, suff_raw = measure(raw, kk)
+        rand = [measure(p, kk) for p in permutations]
+        comp_rand = float(np.mean([r[0] for r in rand]))
+        suff_rand = float(np.mean([r[1] for r in rand]))
+        return {
+            "k": kk,
+            "comprehensiveness": round(comp, 4),
+            "sufficiency": round(suff, 4),
+            "comprehensiveness_random": round(comp_rand, 4),
+            "sufficiency_random": round(suff_rand, 4),
+            "comprehensiveness_ratio": round(comp / comp_rand, 2) if comp_rand > 0 else None,
+            "raw_shares": {
+                "comprehensiveness": round(comp_raw, 4),
+                "sufficiency": round(suff_raw, 4),
+                "comprehensiveness_ratio": round(comp_raw / comp_rand, 2)
+                if comp_rand > 0
+                else None,
+            },
+        }
+
+    headline = at(k)
     report: dict[str, Any] = {
         "task": task,
         "texts": len(texts),
-        "k": k,
         "seed": seed,
         "random_repeats": repeats,
         "mean_words": round(float(np.mean(n_words)), 2) if n_words else 0.0,
-        "comprehensiveness": round(comp, 4),
-        "sufficiency": round(suff, 4),
-        "comprehensiveness_random": round(comp_rand, 4),
-        "sufficiency_random": round(suff_rand, 4),
-        "comprehensiveness_ratio": round(comp / comp_rand, 2) if comp_rand > 0 else None,
-        "published_ranking": {
-            "comprehensiveness": round(comp_abs, 4),
-            "sufficiency": round(suff_abs, 4),
-        },
+        **headline,
+        "sweep": [headline if kk == k else at(kk) for kk in sorted({*sweep, k})],
     }
     if labels is not None:
         gold = np.array([head.labels.index(lab) if lab in head.labels else -1 for lab in labels])
@@ -140,6 +159,12 @@ def faithfulness_report(
     help="dev for choosing settings, test for the figure",
 )
 @click.option("--k", default=5, show_default=True, help="rationale words removed / kept")
+@click.option(
+    "--sweep",
+    default="1,2,3,5,10",
+    show_default=True,
+    help="comma-separated k to report besides --k ('' for none)",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--repeats", default=3, show_default=True, help="random-word draws per text")
 @click.option("--limit", type=int, default=None, help="only the first N test texts")
@@ -150,6 +175,7 @@ def faithfulness(
     task: str,
     split: str,
     k: int,
+    sweep: str,
     seed: int,
     repeats: int,
     limit: int | None,
@@ -169,8 +195,9 @@ def faithfulness(
     rows = load_split(data, task, split)
     if limit:
         rows = rows[:limit]
+    ks = [int(x) for x in sweep.split(",") if x.strip()]
     report = faithfulness_report(
-        bundle, [r.text for r in rows], [r.label for r in rows], k, seed, task, repeats
+        bundle, [r.text for r in rows], [r.label for r in rows], k, seed, task, repeats, ks
     )
     report["split"] = split
     text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()

@@ -93,7 +93,7 @@ class Pipeline:
                     modality=decision.reliance,
                 )
                 if self.top_k and ev.text and decision.text_weight:
-                    shares = head.token_shares(enc.tokens[i], float(enc.scale[i]), pred)
+                    shares = head.token_effects(enc.tokens[i], float(enc.scale[i]), pred)
                     shares = shares * decision.text_weight
                     spans += top_words(
                         ev.text,

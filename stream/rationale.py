@@ -1,8 +1,10 @@
-"""Text rationales: merge exact per-token shares into words with character spans.
+"""Text rationales: merge per-token effects into words with character spans.
 
 A "word" is a maximal run of tokens whose character spans touch (so ``don't``, ``#flood`` and a
-URL stay whole); its weight is the sum of its tokens' shares, so the words' weights plus the
-special tokens' and the bias add up to the centred logit exactly.
+URL stay whole); its weight is the sum of its tokens' values (``LinearHead.token_effects`` in
+the output: the word's first-order effect on the label's calibrated logit). ``top_words``
+lists the words in favour of the label first, strongest first, then the ones against it, so the
+first words an analyst reads are the ones whose deletion would lower the score most.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ def top_words(
     label: str,
     k: int,
 ) -> list[TextSpan]:
-    """The ``k`` words with the largest absolute share, most influential first."""
+    """At most ``k`` words: those in favour of ``label`` (largest weight first), then, if
+    fewer than ``k`` are, those against it (most negative first)."""
     words = word_shares(offsets, word_ids, shares)
-    words.sort(key=lambda w: -abs(w[2]))
+    words.sort(key=lambda w: (w[2] <= 0, -abs(w[2])))
     spans = []
     for s, e, w in words[:k]:
         s, e = _trim(text, s, e)

@@ -85,7 +85,8 @@ class TaskLabel(BaseModel):
 
 
 class TextSpan(BaseModel):
-    """A word of the input text and its exact signed share of the task's label logit."""
+    """A word of the input text and its signed effect on the task's calibrated label logit
+    (its exact share relative to the text's mean token: > 0 argued for the label)."""
 
     task: str
     label: str

@@ -39,12 +39,21 @@ def _sample_texts() -> list[str]:
 
 def test_rationale_words_matter_more_than_random_words(bundle: Bundle):
     texts = _sample_texts()
-    report = faithfulness_report(bundle, texts, None, k=3, seed=0, repeats=3)
+    report = faithfulness_report(bundle, texts, None, k=3, seed=0, repeats=3, sweep=[1, 3])
     assert report["texts"] == len(texts) and report["k"] == 3
+    assert [s["k"] for s in report["sweep"]] == [1, 3]
+    assert report["sweep"][1]["comprehensiveness"] == report["comprehensiveness"]
+    # more random words removed, more probability lost (the random sets nest)
+    assert report["sweep"][0]["comprehensiveness_random"] < report["comprehensiveness_random"]
+    assert set(report["raw_shares"]) == {
+        "comprehensiveness",
+        "sufficiency",
+        "comprehensiveness_ratio",
+    }
     assert report["comprehensiveness"] > report["comprehensiveness_random"]
     assert report["sufficiency"] < report["sufficiency_random"]
     assert -1 <= report["sufficiency"] <= 1 and -1 <= report["comprehensiveness"] <= 1
-    again = faithfulness_report(bundle, texts, None, k=3, seed=0, repeats=3)
+    again = faithfulness_report(bundle, texts, None, k=3, seed=0, repeats=3, sweep=[1, 3])
     assert again == report  # seeded: reproducible
 
 
@@ -56,9 +65,10 @@ def test_unknown_task_is_an_error(bundle: Bundle):
 @pytest.mark.slow
 @needs_shared
 def test_comprehensiveness_is_at_least_three_times_random(tmp_path: Path):
-    """Acceptance: on the agreed informative test split, k=5."""
+    """Acceptance: on the agreed informative test split, k=5 (fixed before the test run)."""
     out = tmp_path / "faith.json"
-    args = ["--bundle", str(BUNDLE), "--data", str(SHARED), "--k", "5", "--out", str(out)]
+    args = ["--bundle", str(BUNDLE), "--data", str(SHARED), "--k", "5", "--sweep", ""]
+    args += ["--out", str(out)]
     result = CliRunner().invoke(faithfulness, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     report = json.loads(out.read_text())

@@ -12,7 +12,7 @@ from stream.demo import sample_events
 from stream.errors import BundleError, BundleIntegrityError
 from stream.models.bundle import Bundle, load_bundle
 from stream.pipeline import Pipeline
-from stream.rationale import word_shares
+from stream.rationale import top_words, word_shares
 from stream.schemas import InputEvent, Origin
 
 from .conftest import BUNDLE
@@ -52,6 +52,31 @@ def test_token_shares_decompose_the_logit_exactly(bundle: Bundle):
             words = word_shares(enc.offsets[i], enc.word_ids[i], shares)
             special = sum(s for s, w in zip(shares, enc.word_ids[i], strict=True) if w is None)
             assert sum(w for _, _, w in words) + special == pytest.approx(shares.sum(), abs=1e-4)
+
+
+def test_token_effects_are_shares_relative_to_the_mean_token(bundle: Bundle):
+    """The rationale's effects are the exact shares minus the text's mean share: they sum to
+    zero, and a word's effect is its shares less its token count times the mean share."""
+    enc = bundle.encoder.encode(TEXTS)
+    for head in bundle.heads:
+        pred = head.predict(enc.embeddings).pred
+        for i in range(len(TEXTS)):
+            h, scale, c = enc.tokens[i], float(enc.scale[i]), int(pred[i])
+            shares = head.token_shares(h, scale, c)
+            effects = head.token_effects(h, scale, c)
+            assert effects.sum() == pytest.approx(0.0, abs=1e-4)
+            np.testing.assert_allclose(effects, shares - shares.mean(), atol=1e-5)
+
+
+def test_rationale_lists_words_in_favour_first():
+    text = "a bb ccc dddd"
+    offsets = [(0, 0), (0, 1), (2, 4), (5, 8), (9, 13), (0, 0)]
+    word_ids = [None, 0, 1, 2, 3, None]
+    effects = np.array([0.5, -0.9, 0.2, 0.4, -0.1, 0.0], dtype=np.float32)
+    spans = top_words(text, offsets, word_ids, effects, "t", "x", k=3)
+    assert [s.token for s in spans] == ["ccc", "bb", "a"]  # in favour (0.4, 0.2), then against
+    assert [s.weight for s in spans] == pytest.approx([0.4, 0.2, -0.9])
+    assert [s.token for s in top_words(text, offsets, word_ids, effects, "t", "x", 1)] == ["ccc"]
 
 
 def test_rationale_spans_point_at_words_of_the_text(bundle: Bundle):
