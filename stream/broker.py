@@ -96,6 +96,11 @@ class LocalBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pgid(self) -> int | None:
+        """Process group of the running broker (it leads its own), for CPU accounting."""
+        return self._proc.pid if self._proc is not None and self.running else None
+
     def _command(self) -> list[str]:
         if self.kind == "noida":
             return [
