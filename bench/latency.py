@@ -55,11 +55,14 @@ def one(
     secs: float,
     max_rate: float,
     extra: dict[str, object],
+    commit_kw: dict[str, bool],
 ) -> dict[str, float]:
     bt = batch_time(pipe, texts, batch)
     pace = 0.5 * max_rate  # events/s: half the worker's measured max at this batch size
     n = max(batch * 2, int(pace * secs))
-    s = settings_for(bootstrap, batch_max_events=batch, batch_max_wait_ms=wait_ms, kafka=extra)
+    s = settings_for(
+        bootstrap, batch_max_events=batch, batch_max_wait_ms=wait_ms, kafka=extra, **commit_kw
+    )
     ensure_topics(s.kafka_common(), {s.input_topic: 1, **dict.fromkeys(s.output_topics(), 1)})
     sent: dict[str, float] = {}
     lat: list[float] = []
@@ -113,8 +116,14 @@ def main() -> None:
     ap.add_argument("--broker", choices=["noida", "tansu"], default="noida")
     ap.add_argument("--fetch-wait-ms", type=int, help="consumer fetch.wait.max.ms (default: 500)")
     ap.add_argument("--batches", help="comma-separated batch sizes to sweep")
+    ap.add_argument(
+        "--interval-commits",
+        action="store_true",
+        help="commit on librdkafka's timer instead of after every batch (the default)",
+    )
     args = ap.parse_args()
     extra: dict[str, object] = {}
+    commit_kw = {"commit_every_batch": False} if args.interval_commits else {}
     if args.fetch_wait_ms is not None:
         extra["fetch.wait.max.ms"] = str(args.fetch_wait_ms)
     batches, waits, secs = (
@@ -131,10 +140,10 @@ def main() -> None:
             pipe.bundle.encoder.batch_size = b
             flat_out = events(texts[: max(1500, 30 * b)], f"max{b}")
             max_rate = kafka_rate(
-                broker.bootstrap, pipe, flat_out, b, batch_max_wait_ms=100, kafka=extra
+                broker.bootstrap, pipe, flat_out, b, batch_max_wait_ms=100, kafka=extra, **commit_kw
             )
             for w in waits:
-                r = one(broker.bootstrap, pipe, texts, b, w, secs, max_rate, extra)
+                r = one(broker.bootstrap, pipe, texts, b, w, secs, max_rate, extra, commit_kw)
                 rows.append(
                     [
                         b,
@@ -153,7 +162,8 @@ def main() -> None:
                 )
     print(
         f"latency at 50% of the worker's max throughput on {args.broker}, "
-        f"fetch.wait.max.ms {args.fetch_wait_ms or 'default (500)'} "
+        f"fetch.wait.max.ms {args.fetch_wait_ms or 'default (500)'}, "
+        f"{'interval' if args.interval_commits else 'per-batch'} commits "
         "(ms; p99/goal is the load-independent figure)"
     )
     print(

@@ -107,7 +107,10 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(
         32, description="fastest int8 batch size on CrisisMMD (bench/encoder.py: 1, 8, 32, 64)"
     )
-    batch_max_wait_ms: int = 100
+    batch_max_wait_ms: int = Field(
+        50,
+        description="lowest p99 at batch 32 in every latency sweep (bench/latency.py: 25/50/100)",
+    )
     batch_max_tokens: int = 4096
     poll_max_records: int = 500
     poll_timeout_ms: int = 50
