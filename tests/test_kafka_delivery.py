@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -137,3 +138,31 @@ def test_worker_killed_mid_stream_loses_nothing(any_broker: BrokerHandle):
     assert ids == {f"e-{i}" for i in range(n)}, f"missing {n - len(ids)} ids"
     assert rc == 0, "SIGTERM must drain and exit 0"
     assert len(out) - n <= first  # at most the uncommitted window is labelled twice
+
+
+def test_poll_returns_when_a_record_arrives_not_at_the_timeout(noida: BrokerHandle):
+    """A record that arrives while the source waits comes back at once: the batcher's max wait
+    starts from its arrival, not from the end of a poll timeout."""
+    s = noida.settings()
+    create_topics(s, 1)
+    source = make_source("kafka", s)
+    assert isinstance(source, KafkaSource)
+    try:
+        deadline = time.monotonic() + 30
+        while not source.ready and time.monotonic() < deadline:
+            assert source.poll(10, 0.1) == []
+        assert source.ready
+        source.poll(10, 0.5)  # let the first fetch settle
+        t0 = time.monotonic()
+        assert source.poll(500, 0.3) == [] and time.monotonic() - t0 >= 0.25  # waits when idle
+        value = b'{"id": "late", "text": "x"}'
+        timer = threading.Timer(0.3, seed, (noida.bootstrap, s.input_topic, [value]))
+        timer.start()
+        t0 = time.monotonic()
+        records = source.poll(500, 5.0)
+        waited = time.monotonic() - t0
+        timer.join()
+        assert [r.value for r in records] == [value]
+        assert waited < 2.0, f"poll held an arrived record for {waited:.2f}s"
+    finally:
+        source.close()

@@ -79,8 +79,19 @@ class KafkaSource(Source):
         return bool(self._assigned)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Records already fetched, up to ``max_records``, without waiting; only when there are
+        none, wait up to ``timeout_s`` for the first one.
+
+        ``Consumer.consume(n, timeout)`` returns only once it has ``n`` messages or the timeout
+        expires (measured: a record that arrived 0.1 s into ``consume(500, 1.0)`` came back
+        after 1.0 s), which held the first record of each batch for a whole poll timeout before
+        the micro-batcher's clock even started. ``consume(1, timeout)`` returns on arrival.
+        """
         out: list[Record] = []
-        for msg in self._consumer.consume(max_records, timeout_s):
+        msgs = self._consumer.consume(max_records, 0)
+        if not msgs and timeout_s > 0:
+            msgs = self._consumer.consume(1, timeout_s)
+        for msg in msgs:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._ALL_BROKERS_DOWN:
