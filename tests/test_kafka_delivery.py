@@ -166,3 +166,26 @@ def test_poll_returns_when_a_record_arrives_not_at_the_timeout(noida: BrokerHand
         assert waited < 2.0, f"poll held an arrived record for {waited:.2f}s"
     finally:
         source.close()
+
+
+def test_renewed_producer_reports_every_outstanding_output_and_delivers(noida: BrokerHandle):
+    """After a fatal producer error the sink swaps in a new producer: every output the old one
+    held gets exactly one report (delivered, or failed and so re-sent by the worker), and the
+    new producer delivers."""
+    s = noida.settings()
+    create_topics(s, 1)
+    sink = make_sink("kafka", s)
+    reports: dict[int, list[Exception | None]] = {}
+
+    def report_for(i: int):
+        return lambda err: reports.setdefault(i, []).append(err)
+
+    for i in range(200):
+        sink.produce(s.output_topic, str(i).encode(), b"x", report_for(i))
+    sink.renew("test")  # type: ignore[attr-defined]
+    assert sorted(reports) == list(range(200)), "every outstanding output was reported"
+    assert all(len(r) == 1 for r in reports.values())
+    sink.produce(s.output_topic, b"after", b"y", report_for(999))
+    assert sink.flush(30) == 0
+    assert reports[999] == [None]
+    sink.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from stream.connectivity import BrokerLink
 from stream.sinks.base import DeliveryCallback, Sink, SinkFull
@@ -17,6 +19,13 @@ log = logging.getLogger(__name__)
 
 class KafkaDeliveryError(Exception):
     """A message could not be delivered (after librdkafka's own retries)."""
+
+
+def _fatal(exc: KafkaException) -> bool:
+    """Whether librdkafka declared the producer unusable (it raises that from produce, poll
+    and flush alike)."""
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL)
 
 
 class KafkaSink(Sink):
@@ -34,10 +43,39 @@ class KafkaSink(Sink):
         self.link = self._link
         merged = {**base, "error_cb": self._link.on_error, "stats_cb": self._link.on_stats, **conf}
         self.capacity = int(merged["queue.buffering.max.messages"])
-        self._producer = Producer(
-            merged, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
-        )
+        self._conf = merged
+        self._producer = self._new_producer()
         self.last_error: str | None = None
+        self.renewals = 0
+
+    def _new_producer(self) -> Producer:
+        return Producer(
+            self._conf, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
+        )
+
+    def renew(self, reason: str) -> None:
+        """Replace the producer after a fatal error (an idempotent producer whose sequence
+        numbers the broker no longer accepts, e.g. after a broker restart lost its state: seen
+        as OUT_OF_ORDER_SEQUENCE_NUMBER on noida-db). librdkafka refuses every later produce on
+        a fatal producer, so without this the worker would die. Everything the old producer
+        still held is purged and its delivery reports served, so each output is reported as
+        failed (and re-sent by the worker) or delivered: duplicates are possible, loss is not.
+        """
+        old, self._producer = self._producer, self._new_producer()
+        self.renewals += 1
+        log.warning(
+            "producer hit a fatal error (%s); replaced it, undelivered outputs re-sent", reason
+        )
+        with contextlib.suppress(KafkaException):
+            old.purge(in_queue=True, in_flight=True, blocking=False)
+        deadline = time.monotonic() + 10
+        while len(old) and time.monotonic() < deadline:
+            try:  # serves the purged outputs' reports; a fatal producer re-raises on each poll
+                old.poll(0.1)
+            except KafkaException:
+                continue
+        if len(old):  # stay unacknowledged: their inputs are never committed, so re-read
+            log.error("%d outputs of the replaced producer got no delivery report", len(old))
 
     def produce(
         self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
@@ -50,16 +88,33 @@ class KafkaSink(Sink):
                 self._link.mark_up()
                 on_delivery(None)
 
-        try:
-            self._producer.produce(topic, value=value, key=key, on_delivery=report)
-        except BufferError as exc:
-            raise SinkFull(str(exc)) from None
+        for attempt in range(2):
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=report)
+                return
+            except BufferError as exc:
+                raise SinkFull(str(exc)) from None
+            except KafkaException as exc:
+                if attempt or not _fatal(exc):
+                    raise
+                self.renew(str(exc))
 
     def poll(self, timeout_s: float = 0.0) -> None:
-        self._producer.poll(timeout_s)
+        try:
+            self._producer.poll(timeout_s)
+        except KafkaException as exc:
+            if not _fatal(exc):
+                raise
+            self.renew(str(exc))
 
     def flush(self, timeout_s: float = 30.0) -> int:
-        return int(self._producer.flush(timeout_s))
+        try:
+            return int(self._producer.flush(timeout_s))
+        except KafkaException as exc:
+            if not _fatal(exc):
+                raise
+            self.renew(str(exc))  # the old producer's outputs come back as failed: re-sent
+            return len(self._producer)
 
     def __len__(self) -> int:
         return len(self._producer)
