@@ -88,12 +88,11 @@ def faithfulness_report(
     permutations: list[list[list[tuple[int, int]]]] = [[] for _ in range(repeats)]
     n_words = []
     for i in range(len(texts)):
-        c, h, scale = int(pred[i]), enc.tokens[i], float(enc.scale[i])
-        words = word_shares(enc.offsets[i], enc.word_ids[i], head.token_effects(h, scale, c))
+        shares = head.token_shares(enc.tokens[i], float(enc.scale[i]), int(pred[i]))
+        # the rationale's effects are the shares less their mean (LinearHead.token_effects)
+        words = word_shares(enc.offsets[i], enc.word_ids[i], shares - shares.mean())
         effects.append(_ranked(words))
-        raw.append(
-            _ranked(word_shares(enc.offsets[i], enc.word_ids[i], head.token_shares(h, scale, c)))
-        )
+        raw.append(_ranked(word_shares(enc.offsets[i], enc.word_ids[i], shares)))
         n_words.append(len(words))
         for r in range(repeats):
             permutations[r].append([words[j][:2] for j in rng.permutation(len(words))])

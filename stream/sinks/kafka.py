@@ -46,7 +46,6 @@ class KafkaSink(Sink):
         self._conf = merged
         self._producer = self._new_producer()
         self.last_error: str | None = None
-        self.renewals = 0
 
     def _new_producer(self) -> Producer:
         return Producer(
@@ -62,7 +61,6 @@ class KafkaSink(Sink):
         failed (and re-sent by the worker) or delivered: duplicates are possible, loss is not.
         """
         old, self._producer = self._producer, self._new_producer()
-        self.renewals += 1
         log.warning(
             "producer hit a fatal error (%s); replaced it, undelivered outputs re-sent", reason
         )
@@ -76,6 +74,12 @@ class KafkaSink(Sink):
                 continue
         if len(old):  # stay unacknowledged: their inputs are never committed, so re-read
             log.error("%d outputs of the replaced producer got no delivery report", len(old))
+
+    def _recover(self, exc: KafkaException) -> None:
+        """Re-raise ``exc`` unless the producer is fatal; then replace the producer."""
+        if not _fatal(exc):
+            raise exc
+        self.renew(str(exc))
 
     def produce(
         self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
@@ -95,25 +99,21 @@ class KafkaSink(Sink):
             except BufferError as exc:
                 raise SinkFull(str(exc)) from None
             except KafkaException as exc:
-                if attempt or not _fatal(exc):
+                if attempt:
                     raise
-                self.renew(str(exc))
+                self._recover(exc)
 
     def poll(self, timeout_s: float = 0.0) -> None:
         try:
             self._producer.poll(timeout_s)
         except KafkaException as exc:
-            if not _fatal(exc):
-                raise
-            self.renew(str(exc))
+            self._recover(exc)
 
     def flush(self, timeout_s: float = 30.0) -> int:
         try:
             return int(self._producer.flush(timeout_s))
         except KafkaException as exc:
-            if not _fatal(exc):
-                raise
-            self.renew(str(exc))  # the old producer's outputs come back as failed: re-sent
+            self._recover(exc)  # the old producer's outputs come back as failed: re-sent
             return len(self._producer)
 
     def __len__(self) -> int:
