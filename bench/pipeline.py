@@ -198,6 +198,7 @@ def naive_rate(bootstrap: str, pipe: Pipeline, values: list[bytes]) -> float:
     tok.no_padding()
     model = BertModel.from_pretrained(str(mdir), add_pooling_layer=False).eval()
     heads = pipe.bundle.heads
+    pipe_analyse = pipe.bundle.analyse  # a hybrid head's lexical features, per event
     s = settings_for(bootstrap)
     ensure_topics(s.kafka_common(), {s.input_topic: 1, s.output_topic: 1})
     seed(bootstrap, s.input_topic, values)
@@ -227,7 +228,7 @@ def naive_rate(bootstrap: str, pipe: Pipeline, values: list[bytes]) -> float:
         emb = emb / np.linalg.norm(emb)
         labels = {}
         for head in heads:
-            out = head.predict(emb[None, :])
+            out = head.predict(emb[None, :], pipe_analyse([ev.text]))
             p = int(out.pred[0])
             labels[head.task] = {"label": head.labels[p], "score": float(out.probs[0, p])}
         producer.produce(s.output_topic, orjson.dumps({"id": ev.id, "labels": labels}))

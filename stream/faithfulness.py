@@ -8,10 +8,11 @@ For each text the head's predicted label ``c`` and its calibrated probability ``
 
 Both are compared with removing / keeping the same number of *random* words of the same text:
 a faithful rationale must do much better than chance. The rationale is the ``k`` words with the
-largest effect in favour of ``c`` (``LinearHead.token_effects``: what the output's rationale
-lists first); the ranking by raw exact shares (``token_shares``, the rationale before 0.1.0's
-change) is measured beside it. ``sweep`` adds other ``k``; random words are drawn as one
-permutation per text and repeat, so the random sets of a smaller ``k`` nest in the larger.
+largest effect in favour of ``c`` (``LinearHead.effects``: what the output's rationale lists
+first, a hybrid head's lexical shares included); the ranking by raw exact shares
+(``token_shares``, the rationale before 0.1.0's change) is measured beside it. ``sweep``
+adds other ``k``; random words are drawn as one permutation per text and repeat, so the random
+sets of a smaller ``k`` nest in the larger.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def keep_words(text: str, spans: Sequence[tuple[int, int]]) -> str:
 
 def _score(bundle: Bundle, head: LinearHead, texts: list[str], labels: np.ndarray) -> np.ndarray:
     """Calibrated probability of ``labels[i]`` for each text."""
-    probs = head.predict(bundle.encoder.encode(texts).embeddings).probs
+    probs = head.predict(bundle.encoder.encode(texts).embeddings, bundle.analyse(texts)).probs
     return np.asarray(probs[np.arange(len(texts)), labels], dtype=np.float64)
 
 
@@ -79,7 +80,8 @@ def faithfulness_report(
         raise click.BadParameter(f"bundle has no head for task {task!r}")
     texts = list(texts)
     enc = bundle.encoder.encode(texts)
-    out = head.predict(enc.embeddings)
+    analyses = bundle.analyse(texts)
+    out = head.predict(enc.embeddings, analyses)
     pred = out.pred
     base = out.probs[np.arange(len(texts)), pred].astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -88,11 +90,14 @@ def faithfulness_report(
     permutations: list[list[list[tuple[int, int]]]] = [[] for _ in range(repeats)]
     n_words = []
     for i in range(len(texts)):
-        shares = head.token_shares(enc.tokens[i], float(enc.scale[i]), int(pred[i]))
-        # the rationale's effects are the shares less their mean (LinearHead.token_effects)
-        words = word_shares(enc.offsets[i], enc.word_ids[i], shares - shares.mean())
+        analysis = analyses[i] if analyses is not None else None
+        shares = head.effects(enc, i, int(pred[i]), analysis)  # what the output's rationale uses
+        words = word_shares(enc.offsets[i], enc.word_ids[i], shares)
         effects.append(_ranked(words))
-        raw.append(_ranked(word_shares(enc.offsets[i], enc.word_ids[i], shares)))
+        # raw: the encoder's shares before centring on the text's mean token (+ lexical part)
+        raw_shares = shares + head.token_shares(enc.tokens[i], float(enc.scale[i]), int(pred[i]))
+        raw_shares -= head.token_effects(enc.tokens[i], float(enc.scale[i]), int(pred[i]))
+        raw.append(_ranked(word_shares(enc.offsets[i], enc.word_ids[i], raw_shares)))
         n_words.append(len(words))
         for r in range(repeats):
             permutations[r].append([words[j][:2] for j in rng.permutation(len(words))])

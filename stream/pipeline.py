@@ -60,9 +60,11 @@ class Pipeline:
         if not events:
             return []
         t0 = time.perf_counter()
-        enc = self.bundle.encoder.encode([e.text for e in events])
+        texts = [e.text for e in events]
+        enc = self.bundle.encoder.encode(texts)
+        analyses = self.bundle.analyse(texts)
         t_enc = time.perf_counter()
-        results = [(head, head.predict(enc.embeddings)) for head in self.bundle.heads]
+        results = [(head, head.predict(enc.embeddings, analyses)) for head in self.bundle.heads]
         has_images = any(ev.image is not None for ev in events)
         views = self.images.run(events) if has_images else [None] * len(events)
         t_img = time.perf_counter()
@@ -93,8 +95,8 @@ class Pipeline:
                     modality=decision.reliance,
                 )
                 if self.top_k and ev.text and decision.text_weight:
-                    shares = head.token_effects(enc.tokens[i], float(enc.scale[i]), pred)
-                    shares = shares * decision.text_weight
+                    analysis = analyses[i] if analyses is not None else None
+                    shares = head.effects(enc, i, pred, analysis) * decision.text_weight
                     spans += top_words(
                         ev.text,
                         enc.offsets[i],

@@ -15,7 +15,7 @@ import numpy as np
 
 from stream.schemas import TextSpan
 
-__all__ = ["top_words", "word_shares"]
+__all__ = ["spread", "top_words", "word_shares"]
 
 _EDGE = ".,;:!?()[]{}\"'…“”‘’"
 
@@ -43,6 +43,27 @@ def word_shares(
         else:
             words.append((start, end, float(share)))
     return words
+
+
+def spread(
+    offsets: Sequence[tuple[int, int]],
+    word_ids: Sequence[int | None],
+    spans: Sequence[tuple[int, int, float]],
+) -> np.ndarray:
+    """Per-token values from (start, end, value) character spans: each value split evenly over
+    the (non-special) tokens overlapping its span. A span no token covers (text cut off at the
+    encoder's max length) is left out."""
+    out = np.zeros(len(offsets), np.float64)
+    if not spans or not len(offsets):
+        return out
+    bounds = np.asarray(offsets, np.int64).reshape(-1, 2)
+    real = np.array([w is not None for w in word_ids]) & (bounds[:, 1] > bounds[:, 0])
+    for s, e, v in spans:
+        hit = real & (bounds[:, 0] < e) & (bounds[:, 1] > s)
+        n = int(hit.sum())
+        if n:
+            out[hit] += v / n
+    return out
 
 
 def top_words(

@@ -173,10 +173,11 @@ def test_pipeline_labels_mixed_events_and_survives_hostile_images(ibundle: Bundl
     assert text_only.modality == {"text": 1.0, "image": 0.0} and text_only.image_error is None
     # text-only labels are exactly the text heads' (fusion does not touch them); encoded as
     # one batch like the pipeline does (int8 dynamic quantization scales per batch)
-    enc = ibundle.encoder.encode([e.text for e in events])
+    texts = [e.text for e in events]
+    enc = ibundle.encoder.encode(texts)
     row = [e.id for e in events].index("text-only")
     for head in ibundle.heads:
-        probs = head.predict(enc.embeddings).probs[row]
+        probs = head.predict(enc.embeddings, ibundle.analyse(texts)).probs[row]
         assert text_only.labels[head.task].label == head.labels[int(probs.argmax())]
         assert text_only.labels[head.task].score == pytest.approx(float(probs.max()), abs=1e-5)
     assert outs["outside-root"].image_error.startswith("path_refused")

@@ -30,9 +30,10 @@ import orjson
 
 from stream.data.crisismmd import SPLITS, CrisisRow, load_split, split_path
 from stream.errors import BundleError
-from stream.models import export, fewshot, tfidf, train
+from stream.models import export, fewshot, hybrid, tfidf, train
 from stream.models import finetune as finetune_mod
 from stream.models.bundle import load_bundle, sha256_file
+from stream.models.lexicon import Analysis, Lexicon
 
 __all__ = ["BUNDLE_NAME", "BUNDLE_VERSION", "build_bundle"]
 
@@ -41,6 +42,7 @@ BUNDLE_VERSION = "0.1.0"
 MAX_LENGTH = 128
 DIM = 384
 INT8, FP32, TOKENIZER = "text_encoder.int8.onnx", "text_encoder.fp32.onnx", "tokenizer.json"
+LEXICON = "lexicon.json"
 DATA_NOTE = "CrisisMMD v2.0 agreed splits"
 FINETUNE_ENV = "CRISIS_STREAM_FINETUNE"  # "0": heads on the frozen package encoder
 _TOOLS = ("torch", "transformers", "onnx", "onnxruntime", "scikit-learn", "tokenizers")
@@ -131,9 +133,28 @@ def _zero_shot_heads(stage: Path, encoder: Path) -> list[train.HeadResult]:
 
 
 def _split(
-    rows: Sequence[CrisisRow], table: np.ndarray, index: dict[str, int], labels: list[str]
+    rows: Sequence[CrisisRow],
+    table: np.ndarray,
+    index: dict[str, int],
+    labels: list[str],
+    analyses: dict[str, Analysis],
 ) -> train.Split:
-    return train.Split.of(table[[index[r.text] for r in rows]], [r.label for r in rows], labels)
+    return train.Split.of(
+        table[[index[r.text] for r in rows]],
+        [r.label for r in rows],
+        labels,
+        [analyses[r.text] for r in rows],
+    )
+
+
+def _held_out(data_dir: Path, rows: dict[tuple[str, str], list[CrisisRow]]) -> set[str]:
+    """Every dev/test text of the agreed splits (both tasks) and of the all-label informative
+    split: no encoder or lexicon fitted for both tasks may see them."""
+    held = {r.text for (_, s), rs in rows.items() if s != "train" for r in rs}
+    every = _informative_all(data_dir)
+    if every is not None:
+        held |= {r.text for s in ("dev", "test") for r in every[s]}
+    return held
 
 
 def _informative_all_metrics(
@@ -142,12 +163,16 @@ def _informative_all_metrics(
     stage: Path,
     encoder: Path,
     labels: list[str],
+    lexicon: Lexicon | None,
 ) -> dict[str, Any]:
     """The informative head (trained on the agreed split) on the all-label test split, and a
     TF-IDF baseline trained on the all-label train split (C on its dev split)."""
     test = every["test"]
     x = export.embed(encoder, stage / TOKENIZER, [r.text for r in test])
-    measured = head.measure({"test": train.Split.of(x, [r.label for r in test], labels)})
+    analyses = [lexicon.analyse(r.text) for r in test] if lexicon is not None else None
+    measured = head.measure(
+        {"test": train.Split.of(x, [r.label for r in test], labels, analyses)}
+    )
     return {
         "note": "splits/informative_all: every tweet, not only those whose text and image "
         "labels agree; the head is the bundle's (trained on the agreed train split)",
@@ -164,11 +189,11 @@ def _trained_heads(
     encoder: Path,
     progress: Progress,
     ft_heads: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-) -> list[train.HeadResult]:
+) -> tuple[list[train.HeadResult], Lexicon]:
     """Heads trained on train, tuned on dev, measured on test (plus zero-shot and fp32-encoder
-    figures for comparison). Each distinct text is embedded once. With ``ft_heads`` (the
-    fine-tuning heads) each task keeps whichever of the two has the better dev macro-F1 on the
-    int8 embeddings."""
+    figures for comparison), and the lexicon of the hybrid heads. Each distinct text is
+    embedded once. With ``ft_heads`` (the fine-tuning heads) each task keeps whichever of the
+    two has the better dev macro-F1 on the int8 embeddings; then :func:`hybrid.hybridize`."""
     rows = {
         (task, split): load_split(data_dir, task, split)
         for task in train.LABELS
@@ -186,13 +211,18 @@ def _trained_heads(
     progress(f"embedded {len(eval_texts)} dev/test texts with fp32 (int8 vs fp32 comparison)")
     zero_shot = {h.task: h for h in _zero_shot_heads(stage, encoder)}
     every = _informative_all(data_dir)
+    held = _held_out(data_dir, rows)
+    clean = sorted({r.text for (_, s), rs in rows.items() if s == "train" for r in rs} - held)
+    lexicon = hybrid.fit_lexicon(clean)
+    analyses = {t: lexicon.analyse(t) for t in texts}
+    progress(f"lexicon: {lexicon.size} TF-IDF features from {len(clean)} train texts")
     # zero- and 16-shot prototypes on the package encoder: what a user gets with no training
     free = fewshot.data_free_baselines(
         stage / TOKENIZER, rows, progress, None if ft_heads is not None else encoder
     )
     heads = []
     for task, labels in train.LABELS.items():
-        splits = {s: _split(rows[(task, s)], table, index, labels) for s in SPLITS}
+        splits = {s: _split(rows[(task, s)], table, index, labels, analyses) for s in SPLITS}
         head = train.train_head(task, labels, splits["train"], splits["dev"])
         selection = head.metrics["selection"]
         if ft_heads is not None:
@@ -205,9 +235,15 @@ def _trained_heads(
                 head = ft
             selection["head"] = "finetuned" if head is ft else "logistic_regression"
         evals = {s: splits[s] for s in ("dev", "test")}
+        encoder_only = {s: _short(m) for s, m in head.measure(evals).items()}
+        head = hybrid.hybridize(head, lexicon, splits["train"], splits["dev"])
+        head.metrics["hybrid"]["encoder_only"] = encoder_only
         head.metrics.update(head.measure(evals))
         fp32 = head.measure(
-            {s: _split(rows[(task, s)], fp32_table, fp32_index, labels) for s in ("dev", "test")}
+            {
+                s: _split(rows[(task, s)], fp32_table, fp32_index, labels, analyses)
+                for s in ("dev", "test")
+            }
         )
         head.metrics["fp32_encoder"] = {s: _short(m) for s, m in fp32.items()}
         zs = zero_shot[task]
@@ -224,7 +260,7 @@ def _trained_heads(
         )
         if task == "informative" and every is not None:
             head.metrics["informative_all"] = _informative_all_metrics(
-                head, every, stage, encoder, labels
+                head, every, stage, encoder, labels, lexicon
             )
         progress(
             f"head {task}: C={head.metrics['selection']['C']}, T={head.temperature:.3f}, "
@@ -233,7 +269,7 @@ def _trained_heads(
             f"{fp32['test']['macro_f1']}, zero-shot {head.metrics['zero_shot_baseline']['test']})"
         )
         heads.append(head)
-    return heads
+    return heads, lexicon
 
 
 def _informative_all(data_dir: Path) -> dict[str, list[CrisisRow]] | None:
@@ -250,7 +286,7 @@ def _finetune(data_dir: Path, work: Path, progress: Progress) -> finetune_mod.Fi
     held_out = [r for (_, s), rs in rows.items() if s != "train" for r in rs]
     every = _informative_all(data_dir)
     if every is not None:
-        held_out += every["dev"] + every["test"]
+        held_out += every["dev"] + every["test"]  # the same texts as _held_out
     return finetune_mod.finetune(
         {t: rows[(t, "train")] for t in train.LABELS},
         {t: rows[(t, "dev")] for t in train.LABELS},
@@ -336,15 +372,18 @@ def build_bundle(
         if tuned is not None:
             section["fine_tuning"] = tuned.manifest
         encoder = stage / section["files"][section["precision"]]
+        lexicon = None
         if data_dir is not None:
-            heads = _trained_heads(
+            heads, lexicon = _trained_heads(
                 stage, data_dir, encoder, progress, tuned.heads if tuned else None
             )
         else:
             heads = _zero_shot_heads(stage, encoder)
             progress("no CrisisMMD data: zero-shot heads from label descriptions")
         for head in heads:
-            train.save_head(stage / f"head_{head.task}.npz", head.weight, head.bias)
+            train.save_head(stage / f"head_{head.task}.npz", head.weight, head.bias, head.lexical)
+        if lexicon is not None and any(h.lexical is not None for h in heads):
+            lexicon.save(stage / LEXICON)
         manifest: dict[str, Any] = {
             "format": 1,
             "name": BUNDLE_NAME,
@@ -358,12 +397,16 @@ def build_bundle(
             "text_encoder": section,
             "heads": [h.spec(f"head_{h.task}.npz") for h in heads],
         }
+        if (stage / LEXICON).exists():
+            manifest["lexicon"] = LEXICON
         _write_manifest(stage, manifest)
         bundle = load_bundle(stage)  # the runtime's own checks: schema, hashes, shapes
         if image:
             from stream.models.image_assets import build_image_assets
 
-            result = build_image_assets(stage, bundle.encoder, bundle.heads, progress, data_dir)
+            result = build_image_assets(
+                stage, bundle.encoder, bundle.heads, progress, data_dir, lexicon=bundle.lexicon
+            )
             manifest["image_encoder"] = result["image_encoder"]
             _write_manifest(stage, manifest)
             load_bundle(stage)

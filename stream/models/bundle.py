@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from stream.errors import BundleError, BundleIntegrityError
 from stream.models.heads import LinearHead
 from stream.models.image import ImageModel
+from stream.models.lexicon import Analysis, Lexicon
 from stream.models.text import TextEncoder
 
 __all__ = [
@@ -53,6 +54,7 @@ class HeadSpec(BaseModel):
     temperature: float = 1.0
     review_threshold: float = 0.5
     descriptions: dict[str, str] | None = None
+    lexical: bool = False  # hybrid: the head file also holds V/c over the bundle's lexicon
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -79,6 +81,7 @@ class Manifest(BaseModel):
     text_encoder: TextEncoderSpec
     heads: list[HeadSpec]
     files: dict[str, str]
+    lexicon: str | None = None  # TF-IDF vocabulary of the hybrid heads
     image_encoder: ImageEncoderSpec | None = None
 
 
@@ -130,6 +133,13 @@ class Bundle:
     heads: list[LinearHead]
     sha256: str
     image: ImageModel | None = None
+    lexicon: Lexicon | None = None
+
+    def analyse(self, texts: list[str]) -> list[Analysis] | None:
+        """The texts' lexical features when any head is hybrid (one analysis for all heads)."""
+        if self.lexicon is None:
+            return None
+        return [self.lexicon.analyse(t) for t in texts]
 
     @property
     def info(self) -> dict[str, Any]:
@@ -160,6 +170,11 @@ def load_bundle(
             f"bundle {bundle_dir} has no {prec} text encoder (has {list(spec.files)})"
         )
     needed = {spec.files[prec], spec.tokenizer, *(h.file for h in manifest.heads)}
+    hybrid = [h.task for h in manifest.heads if h.lexical]
+    if hybrid and manifest.lexicon is None:
+        raise BundleError(f"bundle {bundle_dir}: hybrid heads {hybrid} but no lexicon file")
+    if hybrid and manifest.lexicon is not None:
+        needed.add(manifest.lexicon)
     ispec, iprec = manifest.image_encoder, ""
     if ispec is not None:  # optional image side: same integrity rules
         iprec = precision if precision in ispec.files else ispec.precision
@@ -179,9 +194,15 @@ def load_bundle(
         spinning,
         cache_size,
     )
+    lexicon = Lexicon.load(bundle_dir / manifest.lexicon) if hybrid and manifest.lexicon else None
     heads = [
         LinearHead.from_npz(
-            bundle_dir / h.file, h.task, h.labels, h.temperature, h.review_threshold
+            bundle_dir / h.file,
+            h.task,
+            h.labels,
+            h.temperature,
+            h.review_threshold,
+            lexicon if h.lexical else None,
         )
         for h in manifest.heads
     ]
@@ -189,4 +210,4 @@ def load_bundle(
     if ispec is not None:
         image = ImageModel.load(bundle_dir, ispec, iprec, threads, batch_size)
     digest = hashlib.sha256(orjson.dumps(manifest.files, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return Bundle(bundle_dir, manifest, prec, encoder, heads, digest, image)
+    return Bundle(bundle_dir, manifest, prec, encoder, heads, digest, image, lexicon)

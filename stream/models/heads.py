@@ -5,14 +5,26 @@ With mean pooling and a linear head, the centred logit of class c decomposes exa
 pooling/normalisation scale. Those per-token terms share a common part (every token of an
 informative tweet leans "informative"), so the text rationale uses them relative to the text's
 mean token (``token_effects``): that is what deleting a word changes, to first order.
+
+A *hybrid* head adds a lexical term (:mod:`stream.models.lexicon`): ``V @ tfidf(text) + c``,
+whose per-feature shares are exact too; :meth:`LinearHead.effects` puts them on the tokens
+they cover, so the rationale explains the whole logit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from stream.models.lexicon import Analysis, LexicalPart, Lexicon
+from stream.rationale import spread
+
+if TYPE_CHECKING:
+    from stream.models.text import TextEncoding
 
 __all__ = ["HeadOutput", "LinearHead", "softmax"]
 
@@ -33,7 +45,8 @@ class HeadOutput:
 
 
 class LinearHead:
-    """``logits = W @ e + b``; probabilities are ``softmax(logits / temperature)``."""
+    """``logits = W @ e + b`` (+ the lexical term of a hybrid head); probabilities are
+    ``softmax(logits / temperature)``."""
 
     def __init__(
         self,
@@ -43,6 +56,7 @@ class LinearHead:
         bias: np.ndarray,
         temperature: float = 1.0,
         review_threshold: float = 0.5,
+        lexical: LexicalPart | None = None,
     ) -> None:
         if weight.shape[0] != len(labels) or bias.shape != (len(labels),):
             raise ValueError(
@@ -54,16 +68,36 @@ class LinearHead:
         self.bias = bias.astype(np.float32)
         self.temperature = float(temperature)
         self.review_threshold = float(review_threshold)
+        self.lexical = lexical
 
     @classmethod
     def from_npz(
-        cls, path: Path, task: str, labels: list[str], temperature: float, review_threshold: float
+        cls,
+        path: Path,
+        task: str,
+        labels: list[str],
+        temperature: float,
+        review_threshold: float,
+        lexicon: Lexicon | None = None,
     ) -> LinearHead:
+        """``W``/``b``; a hybrid head's file also holds ``V``/``c`` over ``lexicon``."""
         with np.load(path) as data:
-            return cls(task, labels, data["W"], data["b"], temperature, review_threshold)
+            lexical = None
+            if "V" in data.files:
+                if lexicon is None:
+                    raise ValueError(f"head {task}: {path.name} has a lexical part, no lexicon")
+                lexical = LexicalPart(lexicon, data["V"], data["c"])
+            return cls(task, labels, data["W"], data["b"], temperature, review_threshold, lexical)
 
-    def predict(self, embeddings: np.ndarray) -> HeadOutput:
+    def predict(
+        self, embeddings: np.ndarray, analyses: Sequence[Analysis] | None = None
+    ) -> HeadOutput:
+        """Labels of a batch; a hybrid head needs the texts' ``analyses`` too."""
         logits = embeddings @ self.weight.T + self.bias
+        if self.lexical is not None:
+            if analyses is None:
+                raise ValueError(f"head {self.task} is hybrid: pass the texts' lexical analyses")
+            logits = logits + self.lexical.logits(analyses)
         probs = softmax(logits / self.temperature)
         return HeadOutput(pred=probs.argmax(axis=1), probs=probs, logits=logits)
 
@@ -85,3 +119,15 @@ class LinearHead:
         """
         shares = self.token_shares(tokens, scale, label)
         return np.asarray(shares - shares.mean(), dtype=np.float32)
+
+    def effects(
+        self, enc: TextEncoding, i: int, label: int, analysis: Analysis | None = None
+    ) -> np.ndarray:
+        """Per-token effects on the calibrated, centred logit of ``label`` for text ``i``:
+        :meth:`token_effects`, plus a hybrid head's lexical shares spread over the tokens
+        whose characters they cover (what the output's text rationale is built from)."""
+        out = self.token_effects(enc.tokens[i], float(enc.scale[i]), label)
+        if self.lexical is not None and analysis is not None:
+            spans = self.lexical.span_shares(analysis, label)
+            out = out + spread(enc.offsets[i], enc.word_ids[i], spans) / self.temperature
+        return np.asarray(out, dtype=np.float32)

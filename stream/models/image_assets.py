@@ -29,6 +29,7 @@ from stream.images.rows import ImageRow, read_image_rows
 from stream.models.concepts import ConceptSpace, embed_class_names, imagenet_class_names
 from stream.models.export_image import export_image_encoder
 from stream.models.heads import LinearHead, softmax
+from stream.models.lexicon import Lexicon
 from stream.models.image import ImageEncoder
 from stream.models.text import TextEncoder
 
@@ -140,6 +141,14 @@ def _image_head(
     return image_head, info
 
 
+def _text_logits(
+    head: LinearHead, text: TextEncoder, lexicon: Lexicon | None, texts: list[str]
+) -> np.ndarray:
+    """Calibrated text logits exactly as the worker computes them (hybrid heads included)."""
+    analyses = [lexicon.analyse(t) for t in texts] if lexicon is not None else None
+    return np.asarray(head.predict(text.encode(texts).embeddings, analyses).logits / head.temperature)
+
+
 def _fuse_and_measure(
     head: LinearHead,
     image_head: LinearHead,
@@ -147,12 +156,13 @@ def _fuse_and_measure(
     emb: np.ndarray,
     text: TextEncoder,
     info: dict[str, Any],
+    lexicon: Lexicon | None,
 ) -> FusionWeights:
     """Fusion weights on dev rows with images, then test metrics of every variant."""
     fusion = DEFAULT_FUSION
     dev_idx, dev_y, dev_text = data.split["dev"]
     if len(dev_y):
-        text_cal = head.predict(text.encode(dev_text).embeddings).logits / head.temperature
+        text_cal = _text_logits(head, text, lexicon, dev_text)
         img_cal = image_head.predict(emb[dev_idx]).logits / image_head.temperature
         fusion, _ = fit_weights(text_cal, img_cal, dev_y)
         info["fusion_fitted_on"] = "dev rows with images"
@@ -160,9 +170,9 @@ def _fuse_and_measure(
         info["fusion_fitted_on"] = "nothing (no dev rows with images): default weights"
     te_idx, te_y, te_text = data.split["test"]
     if len(te_y):
-        zt = head.predict(text.encode(te_text).embeddings).logits / head.temperature
+        zt = _text_logits(head, text, lexicon, te_text)
         zi = image_head.predict(emb[te_idx]).logits / image_head.temperature
-        zs = head.predict(emb[te_idx]).logits  # zero-shot: the text head on concept vectors
+        zs = emb[te_idx] @ head.weight.T + head.bias  # zero-shot: text head on concept vectors
         zf = fusion.text * zt + fusion.image * zi
         k = zf.argmax(axis=1)
         rows = np.arange(len(k))
@@ -186,6 +196,7 @@ def build_image_assets(
     progress: Callable[[str], None],
     data_dir: Path | None = None,
     threads: int | None = None,
+    lexicon: Lexicon | None = None,
 ) -> dict[str, Any]:
     """Write the image files into ``bundle_dir`` and return
     ``{"image_encoder": <manifest section>, "written": [file names to hash]}``.
@@ -238,7 +249,7 @@ def build_image_assets(
         data = _TaskData(rows, head, index)
         table = emb.get(precision, np.zeros((0, concepts.dim), np.float32))
         image_head, info = _image_head(head, data, table)
-        weights = _fuse_and_measure(head, image_head, data, table, text_encoder, info)
+        weights = _fuse_and_measure(head, image_head, data, table, text_encoder, info, lexicon)
         fname = f"image_head_{head.task}.npz"
         np.savez(bundle_dir / fname, W=image_head.weight, b=image_head.bias)
         written.append(fname)

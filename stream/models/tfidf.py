@@ -2,8 +2,9 @@
 
 Word 1-2 grams (sublinear tf, lowercased, ``min_df`` 2) of the ftfy-repaired text, one row per
 tweet; multinomial logistic regression with balanced class weights and C chosen on dev by
-macro-F1. Nothing of it is shipped: its figures go into the manifest
-(``metrics.tfidf_baseline``) so every bundle says how much the encoder buys over bag-of-words.
+macro-F1. This baseline itself is not shipped: its figures go into the manifest
+(``metrics.tfidf_baseline``) so every bundle says how much it buys over bag-of-words. (The
+hybrid heads' lexical term, :mod:`stream.models.hybrid`, is a separate fit on other texts.)
 """
 
 from __future__ import annotations

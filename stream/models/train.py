@@ -25,6 +25,7 @@ import numpy as np
 from stream.errors import MissingExtraError
 from stream.fusion import fit_temperature
 from stream.models.heads import softmax
+from stream.models.lexicon import Analysis, LexicalPart
 
 __all__ = [
     "C_GRID",
@@ -38,6 +39,7 @@ __all__ = [
     "evaluate",
     "expected_calibration_error",
     "fixed_head",
+    "macro_f1",
     "save_head",
     "train_head",
     "zero_shot_head",
@@ -86,18 +88,26 @@ REVIEW_RANGE = (0.5, 0.9)
 
 @dataclass(frozen=True)
 class Split:
-    """Embeddings [N, D] and label indices [N] (into the head's ``labels``)."""
+    """Embeddings [N, D], label indices [N] (into the head's ``labels``) and, for hybrid
+    heads, the texts' lexical analyses."""
 
     x: np.ndarray
     y: np.ndarray
+    analyses: Sequence[Analysis] | None = None
 
     @classmethod
-    def of(cls, x: np.ndarray, names: Sequence[str], labels: Sequence[str]) -> Split:
+    def of(
+        cls,
+        x: np.ndarray,
+        names: Sequence[str],
+        labels: Sequence[str],
+        analyses: Sequence[Analysis] | None = None,
+    ) -> Split:
         index = {name: i for i, name in enumerate(labels)}
         unknown = sorted(set(names) - set(index))
         if unknown:
             raise ValueError(f"labels {unknown} are not in {list(labels)}")
-        return cls(x, np.array([index[n] for n in names], dtype=np.int64))
+        return cls(x, np.array([index[n] for n in names], dtype=np.int64), analyses)
 
 
 @dataclass
@@ -113,14 +123,24 @@ class HeadResult:
     review_threshold: float = ZERO_SHOT_REVIEW_THRESHOLD
     descriptions: dict[str, str] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    lexical: LexicalPart | None = None
 
-    def probs(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, exactly as :class:`stream.models.heads.LinearHead`."""
-        return softmax((x @ self.weight.T + self.bias) / self.temperature)
+    def logits(self, split: Split) -> np.ndarray:
+        """Uncalibrated logits, exactly as :class:`stream.models.heads.LinearHead`."""
+        z = split.x @ self.weight.T + self.bias
+        if self.lexical is not None:
+            if split.analyses is None:
+                raise ValueError(f"head {self.task} is hybrid: the split needs its analyses")
+            z = z + self.lexical.logits(split.analyses)
+        return np.asarray(z)
+
+    def probs(self, split: Split) -> np.ndarray:
+        """Calibrated probabilities."""
+        return softmax(self.logits(split) / self.temperature)
 
     def measure(self, splits: dict[str, Split]) -> dict[str, Any]:
         return {
-            name: evaluate(self.probs(s.x), s.y, self.labels, self.review_threshold)
+            name: evaluate(self.probs(s), s.y, self.labels, self.review_threshold)
             for name, s in splits.items()
         }
 
@@ -134,15 +154,22 @@ class HeadResult:
             "temperature": round(self.temperature, 6),
             "review_threshold": self.review_threshold,
             "descriptions": self.descriptions,
+            "lexical": self.lexical is not None,
             "metrics": self.metrics,
         }
 
 
-def save_head(path: Path, weight: np.ndarray, bias: np.ndarray) -> None:
-    """Write ``W``/``b`` as an .npz with fixed zip timestamps (``np.savez`` stamps the current
-    time, which would change the file's sha256 on every build)."""
+def save_head(
+    path: Path, weight: np.ndarray, bias: np.ndarray, lexical: LexicalPart | None = None
+) -> None:
+    """Write ``W``/``b`` (and a hybrid head's ``V``/``c``) as an .npz with fixed zip
+    timestamps (``np.savez`` stamps the current time, which would change the file's sha256 on
+    every build)."""
+    arrays = [("W", weight), ("b", bias)]
+    if lexical is not None:
+        arrays += [("V", lexical.weight), ("c", lexical.bias)]
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        for name, arr in (("W", weight), ("b", bias)):
+        for name, arr in arrays:
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(arr, dtype=np.float32))
             zf.writestr(zipfile.ZipInfo(f"{name}.npy", (1980, 1, 1, 0, 0, 0)), buf.getvalue())
@@ -205,7 +232,8 @@ def choose_review_threshold(
     return hi
 
 
-def _macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Unweighted mean of the ``k`` classes' F1 (a class never predicted nor present: 0)."""
     return float(np.mean([_f1(y, pred, c) for c in range(k)]))
 
 
@@ -230,7 +258,7 @@ def train_head(
         icpt = np.asarray(model.intercept_, np.float64)
         if k == 2:  # sklearn keeps one row for two classes: split it symmetrically
             coef, icpt = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-icpt[0], icpt[0]]) / 2
-        scores[c] = _macro_f1(dev.y, (dev.x @ coef.T + icpt).argmax(axis=1), k)
+        scores[c] = macro_f1(dev.y, (dev.x @ coef.T + icpt).argmax(axis=1), k)
         if best is None or scores[c] > scores[best[0]]:
             best = (c, coef, icpt)
     assert best is not None
@@ -238,7 +266,7 @@ def train_head(
     weight, bias = coef.astype(np.float32), icpt.astype(np.float32)
     temperature = fit_temperature(dev.x @ weight.T + bias, dev.y)
     head = HeadResult(task, "trained", labels, weight, bias, temperature)
-    head.review_threshold = choose_review_threshold(head.probs(dev.x), dev.y)
+    head.review_threshold = choose_review_threshold(head.probs(dev), dev.y)
     head.metrics["selection"] = {
         "C": c,
         "dev_macro_f1_by_C": {str(g): round(s, 4) for g, s in scores.items()},
@@ -257,7 +285,7 @@ def fixed_head(
     weight, bias = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
     temperature = fit_temperature(dev.x @ weight.T + bias, dev.y)
     head = HeadResult(task, "trained", labels, weight, bias, temperature)
-    head.review_threshold = choose_review_threshold(head.probs(dev.x), dev.y)
+    head.review_threshold = choose_review_threshold(head.probs(dev), dev.y)
     return head
 
 

@@ -1,0 +1,200 @@
+"""Lexical features of a hybrid head: TF-IDF of word 1-2 grams and char_wb 2-5 grams, in numpy.
+
+Why: a sentence encoder of MiniLM's size blurs rare but decisive surface cues (hashtags,
+place names, "#PrayFor…", donation links). A linear model on TF-IDF features keeps them, and on
+the CrisisMMD dev splits mixing its logits with the encoder head's beats either alone (see
+:mod:`stream.models.hybrid`). The worker must not need scikit-learn, so this module reproduces
+scikit-learn's ``TfidfVectorizer`` (lowercase; ``token_pattern`` ``\\b\\w\\w+\\b`` n-grams
+joined by a space; ``char_wb`` n-grams of each whitespace-separated word padded with spaces;
+sublinear tf, smooth idf, L2 per analyzer) from the vocabulary and idf the build saved; a test
+checks it against scikit-learn on real tweets.
+
+Every feature comes from one word (``char_wb``), one word (unigram) or two (bigram), so its
+share of the logit is attributed to character spans exactly; the rationale adds these shares to
+the encoder's token effects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+__all__ = ["Analysis", "LexicalPart", "Lexicon"]
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+_PIECE = re.compile(r"\S+")
+_CACHE_SIZE = 50_000  # distinct whitespace pieces whose char features are kept
+Span = tuple[int, int, float]  # start, end, share
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One text's features: unique feature ids and their tf-idf values, plus every occurrence
+    (which feature, which span of ``spans``, what fraction of one count: 1/2 per word of a
+    bigram) so a feature's share can be put back on the text."""
+
+    ids: np.ndarray
+    values: np.ndarray
+    occ_feature: np.ndarray  # index into ids
+    occ_span: np.ndarray  # index into spans
+    occ_weight: np.ndarray  # fraction of the feature's value this occurrence carries
+    spans: np.ndarray  # [S, 2] character start/end
+
+
+class Lexicon:
+    """Vocabularies and idf of the two analyzers; ids of char features follow the word ones."""
+
+    def __init__(
+        self,
+        words: Sequence[str],
+        word_idf: np.ndarray,
+        chars: Sequence[str],
+        char_idf: np.ndarray,
+        word_ngrams: tuple[int, int] = (1, 2),
+        char_ngrams: tuple[int, int] = (2, 5),
+    ) -> None:
+        if len(words) != len(word_idf) or len(chars) != len(char_idf):
+            raise ValueError("lexicon: vocabulary and idf lengths differ")
+        self.words = {t: i for i, t in enumerate(words)}
+        self.chars = {t: i + len(words) for i, t in enumerate(chars)}
+        self.idf = np.concatenate([word_idf, char_idf]).astype(np.float64)
+        self.n_words = len(words)
+        self.word_ngrams = word_ngrams
+        self.char_ngrams = char_ngrams
+        self._cache: dict[str, list[int]] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.idf)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "word_ngrams": list(self.word_ngrams),
+            "char_ngrams": list(self.char_ngrams),
+            "words": list(self.words),
+            "word_idf": self.idf[: self.n_words].tolist(),
+            "chars": list(self.chars),
+            "char_idf": self.idf[self.n_words :].tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Lexicon:
+        return cls(
+            d["words"],
+            np.asarray(d["word_idf"], np.float64),
+            d["chars"],
+            np.asarray(d["char_idf"], np.float64),
+            tuple(d["word_ngrams"]),  # type: ignore[arg-type]
+            tuple(d["char_ngrams"]),  # type: ignore[arg-type]
+        )
+
+    def save(self, path: Path) -> None:
+        path.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY))
+
+    @classmethod
+    def load(cls, path: Path) -> Lexicon:
+        return cls.from_dict(orjson.loads(path.read_bytes()))
+
+    def _char_ids(self, piece: str) -> list[int]:
+        """Char feature ids of one whitespace-separated piece (cached: words repeat)."""
+        hit = self._cache.get(piece)
+        if hit is not None:
+            return hit
+        padded, (lo, hi), ids = f" {piece.lower()} ", self.char_ngrams, []
+        for n in range(lo, hi + 1):
+            for off in range(max(1, len(padded) - n + 1)):
+                fid = self.chars.get(padded[off : off + n])
+                if fid is not None:
+                    ids.append(fid)
+            if n >= len(padded):  # scikit-learn counts a word shorter than n once
+                break
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[piece] = ids
+        return ids
+
+    def analyse(self, text: str) -> Analysis:
+        """Features of ``text`` (tf counts occurrences, as scikit-learn does)."""
+        feats: list[int] = []
+        where: list[int] = []
+        frac: list[float] = []
+        spans: list[tuple[int, int]] = []
+        toks = []
+        for m in _TOKEN.finditer(text):
+            toks.append(m.group().lower())
+            spans.append(m.span())
+        lo, hi = self.word_ngrams
+        for n in range(lo, hi + 1):
+            for i in range(len(toks) - n + 1):
+                fid = self.words.get(" ".join(toks[i : i + n]))
+                if fid is not None:
+                    feats += [fid] * n
+                    where += range(i, i + n)
+                    frac += [1.0 / n] * n
+        for m in _PIECE.finditer(text):
+            piece_ids = self._char_ids(m.group())
+            if piece_ids:
+                feats += piece_ids
+                where += [len(spans)] * len(piece_ids)
+                frac += [1.0] * len(piece_ids)
+            spans.append(m.span())
+        f = np.asarray(feats, np.int64)
+        ids, inv = np.unique(f, return_inverse=True)
+        weight = np.asarray(frac, np.float64)
+        tf = np.bincount(inv, weights=weight, minlength=len(ids))
+        values = (1.0 + np.log(np.maximum(tf, 1.0))) * self.idf[ids]
+        for part in (ids < self.n_words, ids >= self.n_words):  # L2 per analyzer
+            norm = float(np.sqrt(np.sum(values[part] ** 2)))
+            if norm > 0:
+                values[part] /= norm
+        return Analysis(
+            ids,
+            values.astype(np.float32),
+            inv.astype(np.int64),
+            np.asarray(where, np.int64),
+            weight / np.maximum(tf[inv], 1e-12),
+            np.asarray(spans, np.int64).reshape(-1, 2),
+        )
+
+
+class LexicalPart:
+    """The lexical term of a hybrid head's logits: ``V @ tfidf(text) + c``."""
+
+    def __init__(self, lexicon: Lexicon, weight: np.ndarray, bias: np.ndarray) -> None:
+        if weight.shape[1] != lexicon.size or weight.shape[0] != bias.shape[0]:
+            raise ValueError(
+                f"lexical part: V {weight.shape} / c {bias.shape} vs {lexicon.size} features"
+            )
+        self.lexicon = lexicon
+        self.weight = weight.astype(np.float32)
+        self.bias = bias.astype(np.float32)
+
+    def logits(self, analyses: Sequence[Analysis]) -> np.ndarray:
+        out = np.tile(self.bias, (len(analyses), 1))
+        for r, a in enumerate(analyses):
+            if len(a.ids):
+                out[r] += self.weight[:, a.ids] @ a.values
+        return out
+
+    def span_shares(self, analysis: Analysis, label: int) -> list[Span]:
+        """(start, end, share) per span of the centred logit of ``label``: each feature's
+        ``(V[label] - mean V) * value`` split over its occurrences."""
+        a = analysis
+        if not len(a.ids):
+            return []
+        direction = self.weight[label] - self.weight.mean(axis=0)
+        shares = direction[a.ids].astype(np.float64) * a.values
+        per_span = np.bincount(
+            a.occ_span, weights=shares[a.occ_feature] * a.occ_weight, minlength=len(a.spans)
+        )
+        return [
+            (int(s), int(e), float(v))
+            for (s, e), v in zip(a.spans, per_span, strict=True)
+            if v != 0.0
+        ]
