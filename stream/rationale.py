@@ -48,22 +48,23 @@ def word_shares(
 def spread(
     offsets: Sequence[tuple[int, int]],
     word_ids: Sequence[int | None],
-    spans: Sequence[tuple[int, int, float]],
+    spans: np.ndarray,
+    values: np.ndarray,
 ) -> np.ndarray:
-    """Per-token values from (start, end, value) character spans: each value split evenly over
-    the (non-special) tokens overlapping its span. A span no token covers (text cut off at the
-    encoder's max length) is left out."""
-    out = np.zeros(len(offsets), np.float64)
-    if not spans or not len(offsets):
-        return out
+    """Per-token values from character ``spans`` [S, 2] carrying ``values`` [S]: each value
+    split evenly over the (non-special) tokens overlapping its span. A span no token covers
+    (text cut off at the encoder's max length) is left out."""
+    if not len(spans) or not len(offsets):
+        return np.zeros(len(offsets), np.float64)
     bounds = np.asarray(offsets, np.int64).reshape(-1, 2)
-    real = np.array([w is not None for w in word_ids]) & (bounds[:, 1] > bounds[:, 0])
-    for s, e, v in spans:
-        hit = real & (bounds[:, 0] < e) & (bounds[:, 1] > s)
-        n = int(hit.sum())
-        if n:
-            out[hit] += v / n
-    return out
+    real = np.fromiter((w is not None for w in word_ids), bool, len(word_ids))
+    real &= bounds[:, 1] > bounds[:, 0]
+    hit = (
+        real[None, :] & (bounds[None, :, 0] < spans[:, 1:2]) & (bounds[None, :, 1] > spans[:, 0:1])
+    )
+    n = hit.sum(axis=1)
+    per = np.where(n > 0, np.asarray(values, np.float64) / np.maximum(n, 1), 0.0)
+    return np.asarray(per @ hit, np.float64)
 
 
 def top_words(

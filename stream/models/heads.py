@@ -128,6 +128,6 @@ class LinearHead:
         whose characters they cover (what the output's text rationale is built from)."""
         out = self.token_effects(enc.tokens[i], float(enc.scale[i]), label)
         if self.lexical is not None and analysis is not None:
-            spans = self.lexical.span_shares(analysis, label)
-            out = out + spread(enc.offsets[i], enc.word_ids[i], spans) / self.temperature
+            spans, shares = self.lexical.span_shares(analysis, label)
+            out = out + spread(enc.offsets[i], enc.word_ids[i], spans, shares) / self.temperature
         return np.asarray(out, dtype=np.float32)

@@ -30,7 +30,6 @@ __all__ = ["Analysis", "LexicalPart", "Lexicon"]
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _PIECE = re.compile(r"\S+")
 _CACHE_SIZE = 50_000  # distinct whitespace pieces whose char features are kept
-Span = tuple[int, int, float]  # start, end, share
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class Lexicon:
         self.n_words = len(words)
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[str, np.ndarray] = {}
 
     @property
     def size(self) -> int:
@@ -101,7 +100,7 @@ class Lexicon:
     def load(cls, path: Path) -> Lexicon:
         return cls.from_dict(orjson.loads(path.read_bytes()))
 
-    def _char_ids(self, piece: str) -> list[int]:
+    def _char_ids(self, piece: str) -> np.ndarray:
         """Char feature ids of one whitespace-separated piece (cached: words repeat)."""
         hit = self._cache.get(piece)
         if hit is not None:
@@ -116,8 +115,8 @@ class Lexicon:
                 break
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.clear()
-        self._cache[piece] = ids
-        return ids
+        self._cache[piece] = found = np.asarray(ids, np.int64)
+        return found
 
     def analyse(self, text: str) -> Analysis:
         """Features of ``text`` (tf counts occurrences, as scikit-learn does)."""
@@ -137,16 +136,18 @@ class Lexicon:
                     feats += [fid] * n
                     where += range(i, i + n)
                     frac += [1.0 / n] * n
+        chars, owners = [], []
         for m in _PIECE.finditer(text):
             piece_ids = self._char_ids(m.group())
-            if piece_ids:
-                feats += piece_ids
-                where += [len(spans)] * len(piece_ids)
-                frac += [1.0] * len(piece_ids)
+            if len(piece_ids):
+                chars.append(piece_ids)
+                owners.append(len(spans))
             spans.append(m.span())
-        f = np.asarray(feats, np.int64)
+        n_char = [len(c) for c in chars]
+        f = np.concatenate([np.asarray(feats, np.int64), *chars])
+        occ_span = np.concatenate([np.asarray(where, np.int64), np.repeat(owners, n_char)])
+        weight = np.concatenate([np.asarray(frac, np.float64), np.ones(sum(n_char))])
         ids, inv = np.unique(f, return_inverse=True)
-        weight = np.asarray(frac, np.float64)
         tf = np.bincount(inv, weights=weight, minlength=len(ids))
         values = (1.0 + np.log(np.maximum(tf, 1.0))) * self.idf[ids]
         for part in (ids < self.n_words, ids >= self.n_words):  # L2 per analyzer
@@ -157,7 +158,7 @@ class Lexicon:
             ids,
             values.astype(np.float32),
             inv.astype(np.int64),
-            np.asarray(where, np.int64),
+            occ_span.astype(np.int64),
             weight / np.maximum(tf[inv], 1e-12),
             np.asarray(spans, np.int64).reshape(-1, 2),
         )
@@ -174,6 +175,7 @@ class LexicalPart:
         self.lexicon = lexicon
         self.weight = weight.astype(np.float32)
         self.bias = bias.astype(np.float32)
+        self._centred = (self.weight - self.weight.mean(axis=0)).astype(np.float64)
 
     def logits(self, analyses: Sequence[Analysis]) -> np.ndarray:
         out = np.tile(self.bias, (len(analyses), 1))
@@ -182,19 +184,14 @@ class LexicalPart:
                 out[r] += self.weight[:, a.ids] @ a.values
         return out
 
-    def span_shares(self, analysis: Analysis, label: int) -> list[Span]:
-        """(start, end, share) per span of the centred logit of ``label``: each feature's
-        ``(V[label] - mean V) * value`` split over its occurrences."""
+    def span_shares(self, analysis: Analysis, label: int) -> tuple[np.ndarray, np.ndarray]:
+        """Character spans [S, 2] of ``analysis`` and each one's share of the centred logit of
+        ``label``: every feature's ``(V[label] - mean V) * value`` split over its occurrences."""
         a = analysis
         if not len(a.ids):
-            return []
-        direction = self.weight[label] - self.weight.mean(axis=0)
-        shares = direction[a.ids].astype(np.float64) * a.values
+            return a.spans, np.zeros(len(a.spans))
+        shares = self._centred[label, a.ids] * a.values
         per_span = np.bincount(
             a.occ_span, weights=shares[a.occ_feature] * a.occ_weight, minlength=len(a.spans)
         )
-        return [
-            (int(s), int(e), float(v))
-            for (s, e), v in zip(a.spans, per_span, strict=True)
-            if v != 0.0
-        ]
+        return a.spans, per_span
