@@ -148,3 +148,15 @@ def test_a_hybrid_head_without_its_lexicon_is_refused(bundle: Bundle, tmp_path: 
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="no lexicon"):
         load_bundle(copy)
+
+
+def test_a_lexical_head_file_under_a_plain_head_entry_is_refused(bundle: Bundle, tmp_path: Path):
+    if bundle.heads[0].lexical is None:
+        pytest.skip("the bundle was built without CrisisMMD: its heads are not hybrid")
+    copy = tmp_path / "b"
+    shutil.copytree(bundle.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["heads"][0]["lexical"] = False
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="lexical part"):
+        load_bundle(copy)

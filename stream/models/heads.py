@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from stream.errors import BundleError
 from stream.models.lexicon import Analysis, LexicalPart, Lexicon
 from stream.rationale import spread
 
@@ -85,7 +86,7 @@ class LinearHead:
             lexical = None
             if "V" in data.files:
                 if lexicon is None:
-                    raise ValueError(f"head {task}: {path.name} has a lexical part, no lexicon")
+                    raise BundleError(f"head {task}: {path.name} has a lexical part, no lexicon")
                 lexical = LexicalPart(lexicon, data["V"], data["c"])
             return cls(task, labels, data["W"], data["b"], temperature, review_threshold, lexical)
 
