@@ -17,6 +17,7 @@ import argparse
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -53,16 +54,14 @@ def one(
     batch: int,
     wait_ms: int,
     secs: float,
-    max_rate: float,
-    extra: dict[str, object],
-    commit_kw: dict[str, bool],
+    pace: float,
+    overrides: dict[str, Any],
 ) -> dict[str, float]:
+    """Latency percentiles of events produced at ``pace`` events/s through one worker built
+    from ``settings_for(..., **overrides)``."""
     bt = batch_time(pipe, texts, batch)
-    pace = 0.5 * max_rate  # events/s: half the worker's measured max at this batch size
     n = max(batch * 2, int(pace * secs))
-    s = settings_for(
-        bootstrap, batch_max_events=batch, batch_max_wait_ms=wait_ms, kafka=extra, **commit_kw
-    )
+    s = settings_for(bootstrap, batch_max_events=batch, batch_max_wait_ms=wait_ms, **overrides)
     ensure_topics(s.kafka_common(), {s.input_topic: 1, **dict.fromkeys(s.output_topics(), 1)})
     sent: dict[str, float] = {}
     lat: list[float] = []
@@ -99,8 +98,6 @@ def one(
     ms = np.array(lat) * 1000
     goal = wait_ms + 2 * bt * 1000
     return {
-        "max": max_rate,
-        "pace": pace,
         "n": len(ms),
         "p50": float(np.percentile(ms, 50)),
         "p95": float(np.percentile(ms, 95)),
@@ -122,10 +119,12 @@ def main() -> None:
         help="commit on librdkafka's timer instead of after every batch (the default)",
     )
     args = ap.parse_args()
-    extra: dict[str, object] = {}
-    commit_kw = {"commit_every_batch": False} if args.interval_commits else {}
+    kafka: dict[str, object] = {}
     if args.fetch_wait_ms is not None:
-        extra["fetch.wait.max.ms"] = str(args.fetch_wait_ms)
+        kafka["fetch.wait.max.ms"] = str(args.fetch_wait_ms)
+    overrides: dict[str, Any] = {"kafka": kafka}
+    if args.interval_commits:
+        overrides["commit_every_batch"] = False
     batches, waits, secs = (
         ([8, 32, 64], [25, 50, 100], 30.0) if args.full else ([8, 32], [50, 100], 8.0)
     )
@@ -140,16 +139,17 @@ def main() -> None:
             pipe.bundle.encoder.batch_size = b
             flat_out = events(texts[: max(1500, 30 * b)], f"max{b}")
             max_rate = kafka_rate(
-                broker.bootstrap, pipe, flat_out, b, batch_max_wait_ms=100, kafka=extra, **commit_kw
+                broker.bootstrap, pipe, flat_out, b, batch_max_wait_ms=100, **overrides
             )
+            pace = 0.5 * max_rate  # events/s: half the worker's measured max at this batch size
             for w in waits:
-                r = one(broker.bootstrap, pipe, texts, b, w, secs, max_rate, extra, commit_kw)
+                r = one(broker.bootstrap, pipe, texts, b, w, secs, pace, overrides)
                 rows.append(
                     [
                         b,
                         w,
-                        f"{r['max']:.0f}",
-                        f"{r['pace']:.0f}",
+                        f"{max_rate:.0f}",
+                        f"{pace:.0f}",
                         int(r["n"]),
                         f"{r['p50']:.0f}",
                         f"{r['p95']:.0f}",
