@@ -112,7 +112,8 @@ def test_broker_outage_pauses_reports_and_recovers(tmp_path: Path):
         f"outage {OUTAGE_S}s: not ready after {not_ready_after}s, worker CPU {cpu:.2f}s, "
         f"RSS growth {rss_growth:.1f} MB, max in flight {max(in_flight)}, "
         f"ready again {recovery:.1f}s after the broker restarted; "
-        f"{len(reader.records) - n} duplicates"
+        f"{len(reader.records) - n} duplicates; producer replaced "
+        f"{log.count('producer hit a fatal error')} times (noida-db may lose its sequence state)"
     )
     assert not_ready_after is not None and not_ready_after < 15 and still_not_ready
     assert max(paused) == 1, "input must be paused while outputs cannot be delivered"
