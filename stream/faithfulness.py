@@ -95,8 +95,8 @@ def faithfulness_report(
         words = word_shares(enc.offsets[i], enc.word_ids[i], shares)
         effects.append(_ranked(words))
         # raw: the encoder's shares before centring on the text's mean token (+ lexical part)
-        raw_shares = shares + head.token_shares(enc.tokens[i], float(enc.scale[i]), int(pred[i]))
-        raw_shares -= head.token_effects(enc.tokens[i], float(enc.scale[i]), int(pred[i]))
+        mean = head.token_shares(enc.tokens[i], float(enc.scale[i]), int(pred[i])).mean()
+        raw_shares = shares + mean
         raw.append(_ranked(word_shares(enc.offsets[i], enc.word_ids[i], raw_shares)))
         n_words.append(len(words))
         for r in range(repeats):

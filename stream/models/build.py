@@ -33,7 +33,7 @@ from stream.errors import BundleError
 from stream.models import export, fewshot, hybrid, tfidf, train
 from stream.models import finetune as finetune_mod
 from stream.models.bundle import load_bundle, sha256_file
-from stream.models.lexicon import Analysis, Lexicon
+from stream.models.lexicon import Analysis, Lexicon, analyse_all
 
 __all__ = ["BUNDLE_NAME", "BUNDLE_VERSION", "build_bundle"]
 
@@ -147,13 +147,14 @@ def _split(
     )
 
 
-def _held_out(data_dir: Path, rows: dict[tuple[str, str], list[CrisisRow]]) -> set[str]:
-    """Every dev/test text of the agreed splits (both tasks) and of the all-label informative
-    split: no encoder or lexicon fitted for both tasks may see them."""
-    held = {r.text for (_, s), rs in rows.items() if s != "train" for r in rs}
-    every = _informative_all(data_dir)
+def _held_out(
+    rows: dict[tuple[str, str], list[CrisisRow]], every: dict[str, list[CrisisRow]] | None
+) -> list[CrisisRow]:
+    """Every dev/test row of the agreed splits (both tasks) and of the all-label informative
+    split (``every``): no encoder or lexicon fitted for both tasks may see their texts."""
+    held = [r for (_, s), rs in rows.items() if s != "train" for r in rs]
     if every is not None:
-        held |= {r.text for s in ("dev", "test") for r in every[s]}
+        held += every["dev"] + every["test"]
     return held
 
 
@@ -169,7 +170,7 @@ def _informative_all_metrics(
     TF-IDF baseline trained on the all-label train split (C on its dev split)."""
     test = every["test"]
     x = export.embed(encoder, stage / TOKENIZER, [r.text for r in test])
-    analyses = [lexicon.analyse(r.text) for r in test] if lexicon is not None else None
+    analyses = analyse_all(lexicon, [r.text for r in test])
     measured = head.measure(
         {"test": train.Split.of(x, [r.label for r in test], labels, analyses)}
     )
@@ -211,7 +212,7 @@ def _trained_heads(
     progress(f"embedded {len(eval_texts)} dev/test texts with fp32 (int8 vs fp32 comparison)")
     zero_shot = {h.task: h for h in _zero_shot_heads(stage, encoder)}
     every = _informative_all(data_dir)
-    held = _held_out(data_dir, rows)
+    held = {r.text for r in _held_out(rows, every)}
     clean = sorted({r.text for (_, s), rs in rows.items() if s == "train" for r in rs} - held)
     lexicon = hybrid.fit_lexicon(clean)
     analyses = {t: lexicon.analyse(t) for t in texts}
@@ -283,10 +284,7 @@ def _finetune(data_dir: Path, work: Path, progress: Progress) -> finetune_mod.Fi
     """Fine-tune the encoder on both tasks' train splits (every dev/test text of the agreed
     and the all-label informative splits held out)."""
     rows = {(t, s): load_split(data_dir, t, s) for t in train.LABELS for s in SPLITS}
-    held_out = [r for (_, s), rs in rows.items() if s != "train" for r in rs]
-    every = _informative_all(data_dir)
-    if every is not None:
-        held_out += every["dev"] + every["test"]  # the same texts as _held_out
+    held_out = _held_out(rows, _informative_all(data_dir))
     return finetune_mod.finetune(
         {t: rows[(t, "train")] for t in train.LABELS},
         {t: rows[(t, "dev")] for t in train.LABELS},

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from stream.errors import BundleError, BundleIntegrityError
 from stream.models.heads import LinearHead
 from stream.models.image import ImageModel
-from stream.models.lexicon import Analysis, Lexicon
+from stream.models.lexicon import Analysis, Lexicon, analyse_all
 from stream.models.text import TextEncoder
 
 __all__ = [
@@ -137,9 +137,7 @@ class Bundle:
 
     def analyse(self, texts: list[str]) -> list[Analysis] | None:
         """The texts' lexical features when any head is hybrid (one analysis for all heads)."""
-        if self.lexicon is None:
-            return None
-        return [self.lexicon.analyse(t) for t in texts]
+        return analyse_all(self.lexicon, texts)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -171,9 +169,9 @@ def load_bundle(
         )
     needed = {spec.files[prec], spec.tokenizer, *(h.file for h in manifest.heads)}
     hybrid = [h.task for h in manifest.heads if h.lexical]
-    if hybrid and manifest.lexicon is None:
-        raise BundleError(f"bundle {bundle_dir}: hybrid heads {hybrid} but no lexicon file")
-    if hybrid and manifest.lexicon is not None:
+    if hybrid:
+        if manifest.lexicon is None:
+            raise BundleError(f"bundle {bundle_dir}: hybrid heads {hybrid} but no lexicon file")
         needed.add(manifest.lexicon)
     ispec, iprec = manifest.image_encoder, ""
     if ispec is not None:  # optional image side: same integrity rules

@@ -23,7 +23,7 @@ import numpy as np
 from stream.errors import MissingExtraError
 from stream.fusion import fit_temperature
 from stream.models.lexicon import Analysis, LexicalPart, Lexicon
-from stream.models.train import HeadResult, Split, choose_review_threshold, macro_f1
+from stream.models.train import HeadResult, Split, choose_review_threshold, class_rows, macro_f1
 
 __all__ = ["C_GRID", "fit_lexicon", "hybridize"]
 
@@ -65,9 +65,7 @@ def _fit(x: Any, y: np.ndarray, x_dev: Any, y_dev: np.ndarray, k: int) -> tuple[
     best: tuple[Any, ...] | None = None
     for c in C_GRID:
         model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(x, y)
-        coef, icpt = np.asarray(model.coef_), np.asarray(model.intercept_)
-        if k == 2:  # one row for two classes: split it symmetrically, as train_head does
-            coef, icpt = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-icpt[0], icpt[0]]) / 2
+        coef, icpt = class_rows(model.coef_, model.intercept_)
         score = macro_f1(y_dev, np.asarray(x_dev @ coef.T + icpt).argmax(axis=1), k)
         if best is None or score > best[0]:
             best = (score, c, coef, icpt)
@@ -96,7 +94,8 @@ def hybridize(
     z_enc = (dev.x @ head.weight.T + head.bias) / head.temperature
     z_lex = {name: np.asarray(x_dev @ p["V"].T + p["c"]) for name, p in parts.items()}
     scores: dict[str, float] = {}
-    best = (macro_f1(dev.y, z_enc.argmax(axis=1), k), 0.0, 0.0)
+    encoder_f1 = macro_f1(dev.y, z_enc.argmax(axis=1), k)
+    best = (encoder_f1, 0.0, 0.0)
     for a in WEIGHT_GRID:
         for b in WEIGHT_GRID:
             if a + b > MAX_LEXICAL + 1e-9:
@@ -112,7 +111,7 @@ def hybridize(
         "weights": {"encoder": round(1 - a - b, 1), "words": a, "chars": b},
         "lexical_C": {name: p["C"] for name, p in parts.items()},
         "dev_macro_f1": {
-            "encoder": round(macro_f1(dev.y, z_enc.argmax(axis=1), k), 4),
+            "encoder": round(encoder_f1, 4),
             **{name: p["dev_macro_f1"] for name, p in parts.items()},
             "hybrid": scores.get(f"{a},{b}"),
         },

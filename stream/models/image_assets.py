@@ -29,7 +29,7 @@ from stream.images.rows import ImageRow, read_image_rows
 from stream.models.concepts import ConceptSpace, embed_class_names, imagenet_class_names
 from stream.models.export_image import export_image_encoder
 from stream.models.heads import LinearHead, softmax
-from stream.models.lexicon import Lexicon
+from stream.models.lexicon import Lexicon, analyse_all
 from stream.models.image import ImageEncoder
 from stream.models.text import TextEncoder
 
@@ -145,8 +145,8 @@ def _text_logits(
     head: LinearHead, text: TextEncoder, lexicon: Lexicon | None, texts: list[str]
 ) -> np.ndarray:
     """Calibrated text logits exactly as the worker computes them (hybrid heads included)."""
-    analyses = [lexicon.analyse(t) for t in texts] if lexicon is not None else None
-    return np.asarray(head.predict(text.encode(texts).embeddings, analyses).logits / head.temperature)
+    logits = head.predict(text.encode(texts).embeddings, analyse_all(lexicon, texts)).logits
+    return np.asarray(logits / head.temperature)
 
 
 def _fuse_and_measure(

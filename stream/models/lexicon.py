@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["Analysis", "LexicalPart", "Lexicon"]
+__all__ = ["Analysis", "LexicalPart", "Lexicon", "analyse_all"]
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _PIECE = re.compile(r"\S+")
@@ -162,6 +162,11 @@ class Lexicon:
             weight / np.maximum(tf[inv], 1e-12),
             np.asarray(spans, np.int64).reshape(-1, 2),
         )
+
+
+def analyse_all(lexicon: Lexicon | None, texts: Sequence[str]) -> list[Analysis] | None:
+    """The texts' analyses, or None without a lexicon (no head is hybrid)."""
+    return None if lexicon is None else [lexicon.analyse(t) for t in texts]
 
 
 class LexicalPart:

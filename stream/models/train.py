@@ -24,7 +24,7 @@ import numpy as np
 
 from stream.errors import MissingExtraError
 from stream.fusion import fit_temperature
-from stream.models.heads import softmax
+from stream.models.heads import LinearHead, softmax
 from stream.models.lexicon import Analysis, LexicalPart
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "HeadResult",
     "Split",
     "choose_review_threshold",
+    "class_rows",
     "evaluate",
     "expected_calibration_error",
     "fixed_head",
@@ -126,13 +127,9 @@ class HeadResult:
     lexical: LexicalPart | None = None
 
     def logits(self, split: Split) -> np.ndarray:
-        """Uncalibrated logits, exactly as :class:`stream.models.heads.LinearHead`."""
-        z = split.x @ self.weight.T + self.bias
-        if self.lexical is not None:
-            if split.analyses is None:
-                raise ValueError(f"head {self.task} is hybrid: the split needs its analyses")
-            z = z + self.lexical.logits(split.analyses)
-        return np.asarray(z)
+        """Uncalibrated logits, computed by the runtime's :class:`LinearHead` itself."""
+        head = LinearHead(self.task, self.labels, self.weight, self.bias, lexical=self.lexical)
+        return head.predict(split.x, split.analyses).logits
 
     def probs(self, split: Split) -> np.ndarray:
         """Calibrated probabilities."""
@@ -237,6 +234,15 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
     return float(np.mean([_f1(y, pred, c) for c in range(k)]))
 
 
+def class_rows(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One weight row and bias per class from scikit-learn's ``coef_``/``intercept_``, which
+    keep a single row for two classes: split it symmetrically (softmax = the sigmoid)."""
+    coef, icpt = np.asarray(coef, np.float64), np.asarray(intercept, np.float64)
+    if coef.shape[0] == 1:
+        coef, icpt = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-icpt[0], icpt[0]]) / 2
+    return coef, icpt
+
+
 def train_head(
     task: str, labels: list[str], train: Split, dev: Split, grid: Sequence[float] = C_GRID
 ) -> HeadResult:
@@ -254,10 +260,7 @@ def train_head(
     for c in grid:
         model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
         model.fit(train.x, train.y)
-        coef = np.asarray(model.coef_, np.float64)
-        icpt = np.asarray(model.intercept_, np.float64)
-        if k == 2:  # sklearn keeps one row for two classes: split it symmetrically
-            coef, icpt = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-icpt[0], icpt[0]]) / 2
+        coef, icpt = class_rows(model.coef_, model.intercept_)
         scores[c] = macro_f1(dev.y, (dev.x @ coef.T + icpt).argmax(axis=1), k)
         if best is None or scores[c] > scores[best[0]]:
             best = (c, coef, icpt)
