@@ -64,7 +64,11 @@ def run(
 ) -> None:
     """Run the worker until SIGTERM (or the end of a file source)."""
     from stream.admin import ensure_topics
-    from stream.runtime import build_worker, install_signal_handlers
+    from stream.runtime import build_worker, early_stop_flag, install_signal_handlers
+
+    # A SIGTERM while the bundle loads (seconds) must still end in a clean exit 0: an
+    # orchestrator scaling down a starting replica is normal, not a crash.
+    stop_early = early_stop_flag()
 
     overrides = {
         k: v
@@ -90,6 +94,8 @@ def run(
     logging.getLogger("stream").info("starting", extra={"settings": settings.redacted()})
     worker, server = build_worker(settings, source_spec, sink_spec)
     install_signal_handlers(worker)
+    if stop_early.is_set():
+        worker.request_stop()
     try:
         stats = worker.run()
     finally:

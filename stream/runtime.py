@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -82,6 +83,20 @@ def make_sink(spec: str, settings: Settings) -> Sink:
     if spec.startswith("dir:"):
         return JsonlSink(Path(spec[4:]))
     raise ConfigError(f"unknown sink {spec!r}: use 'kafka' or 'dir:PATH'")
+
+
+def early_stop_flag() -> threading.Event:
+    """Catch SIGTERM/SIGINT from now until :func:`install_signal_handlers` takes over, so a
+    stop requested during start-up is honoured (a clean exit) instead of killing the process."""
+    flag = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s during start-up: will stop once started", signal.Signals(signum).name)
+        flag.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return flag
 
 
 def install_signal_handlers(worker: Worker) -> None:

@@ -124,6 +124,9 @@ def run_crash_scenario(
             assert time.monotonic() < deadline, f"missing {len(ids - seen())} ids"
             out.poll(0.2)
             dlq.poll(0.05)
+        # the earlier runs may have finished every id already: a SIGTERM before the interpreter
+        # has even imported the worker would be the default action (-15), not the worker's
+        final.wait_for_log('"starting"')
         assert final.terminate() == 0, final.log_tail()
         out.until(0, timeout_s=3, settle_s=1)
         dlq.until(0, timeout_s=2, settle_s=0.5)

@@ -189,3 +189,20 @@ def test_hot_reload_swaps_between_batches_and_refuses_tampered(noida: BrokerHand
     assert {version[f"b-{i}"] for i in range(60)} == {"2.0.0-test"}
     assert {version[f"c-{i}"] for i in range(60)} == {"2.0.0-test"}  # tampered one refused
     assert "sha256" in (reloader.last_error or "")
+
+
+@pytest.mark.kafka
+def test_sigterm_during_startup_exits_cleanly(noida: BrokerHandle, tmp_path: Path):
+    """A replica stopped while it loads its bundle exits 0 after a normal shutdown, not -15."""
+    from .worker_proc import WorkerProcess, worker_env
+
+    settings = noida.settings()
+    create_topics(settings)
+    proc = WorkerProcess(worker_env(settings), tmp_path / "worker.log")
+    try:
+        proc.wait_for_log('"starting"')  # logged before the bundle loads
+        assert proc.terminate() == 0, proc.log_tail()
+    finally:
+        proc.kill()
+    log = proc.log_path.read_text()
+    assert "during start-up" in log and '"stopped"' in log, log[-3000:]

@@ -64,6 +64,14 @@ class WorkerProcess:
             self.proc.send_signal(signal.SIGKILL)
         return self.proc.wait(10)
 
+    def wait_for_log(self, text: str, timeout_s: float = 60) -> None:
+        """Block until ``text`` appears in the log (e.g. ``"starting"``: signal handling is up)."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log_path.read_text(errors="replace"):
+            assert self.alive(), self.log_tail()
+            assert time.monotonic() < deadline, f"no {text!r} in the log\n{self.log_tail()}"
+            time.sleep(0.05)
+
     def terminate(self, timeout_s: float = 60) -> int:
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
