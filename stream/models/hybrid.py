@@ -23,6 +23,7 @@ import numpy as np
 from stream.errors import MissingExtraError
 from stream.fusion import fit_temperature
 from stream.models.lexicon import Analysis, LexicalPart, Lexicon
+from stream.models.links import mask_links
 from stream.models.train import HeadResult, Split, choose_review_threshold, class_rows, macro_f1
 
 __all__ = ["C_GRID", "fit_lexicon", "hybridize"]
@@ -33,20 +34,27 @@ MAX_LEXICAL = 0.8
 WORD_NGRAMS, CHAR_NGRAMS, MIN_DF = (1, 2), (2, 5), 2
 
 
+def _preprocess(text: str) -> str:
+    """scikit-learn's lowercasing, after blanking links (what :meth:`Lexicon.analyse` does)."""
+    return mask_links(text).lower()
+
+
 def fit_lexicon(texts: Sequence[str]) -> Lexicon:
     """Vocabularies and idf of both analyzers, fitted with scikit-learn on ``texts``."""
     try:
         from sklearn.feature_extraction.text import TfidfVectorizer
     except ImportError as exc:
         raise MissingExtraError("sklearn", "build") from exc
-    opts: dict[str, Any] = {"min_df": MIN_DF, "sublinear_tf": True, "lowercase": True}
+    opts: dict[str, Any] = {"min_df": MIN_DF, "sublinear_tf": True, "preprocessor": _preprocess}
     word = TfidfVectorizer(ngram_range=WORD_NGRAMS, **opts).fit(texts)
     char = TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, **opts).fit(texts)
 
     def terms(vec: Any) -> list[str]:
         return sorted(vec.vocabulary_, key=vec.vocabulary_.get)
 
-    return Lexicon(terms(word), word.idf_, terms(char), char.idf_, WORD_NGRAMS, CHAR_NGRAMS)
+    return Lexicon(
+        terms(word), word.idf_, terms(char), char.idf_, WORD_NGRAMS, CHAR_NGRAMS, drop_links=True
+    )
 
 
 def _matrix(analyses: Sequence[Analysis], size: int) -> Any:

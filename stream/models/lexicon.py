@@ -7,7 +7,8 @@ the CrisisMMD dev splits mixing its logits with the encoder head's beats either 
 scikit-learn's ``TfidfVectorizer`` (lowercase; ``token_pattern`` ``\\b\\w\\w+\\b`` n-grams
 joined by a space; ``char_wb`` n-grams of each whitespace-separated word padded with spaces;
 sublinear tf, smooth idf, L2 per analyzer) from the vocabulary and idf the build saved; a test
-checks it against scikit-learn on real tweets.
+checks it against scikit-learn on real tweets. Links are blanked first (``drop_links``, see
+:mod:`stream.models.links`), so no link is a feature and none ends up in a rationale.
 
 Every feature comes from one word (``char_wb``), one word (unigram) or two (bigram), so its
 share of the logit is attributed to character spans exactly; the rationale adds these shares to
@@ -24,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import orjson
+
+from stream.models.links import mask_links
 
 __all__ = ["Analysis", "LexicalPart", "Lexicon", "analyse_all"]
 
@@ -57,6 +60,7 @@ class Lexicon:
         char_idf: np.ndarray,
         word_ngrams: tuple[int, int] = (1, 2),
         char_ngrams: tuple[int, int] = (2, 5),
+        drop_links: bool = False,
     ) -> None:
         if len(words) != len(word_idf) or len(chars) != len(char_idf):
             raise ValueError("lexicon: vocabulary and idf lengths differ")
@@ -66,6 +70,7 @@ class Lexicon:
         self.n_words = len(words)
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
+        self.drop_links = drop_links  # False: bundles built before links were dropped
         self._cache: dict[str, np.ndarray] = {}
 
     @property
@@ -80,6 +85,7 @@ class Lexicon:
             "word_idf": self.idf[: self.n_words].tolist(),
             "chars": list(self.chars),
             "char_idf": self.idf[self.n_words :].tolist(),
+            "drop_links": self.drop_links,
         }
 
     @classmethod
@@ -91,6 +97,7 @@ class Lexicon:
             np.asarray(d["char_idf"], np.float64),
             tuple(d["word_ngrams"]),  # type: ignore[arg-type]
             tuple(d["char_ngrams"]),  # type: ignore[arg-type]
+            bool(d.get("drop_links", False)),
         )
 
     def save(self, path: Path) -> None:
@@ -120,6 +127,8 @@ class Lexicon:
 
     def analyse(self, text: str) -> Analysis:
         """Features of ``text`` (tf counts occurrences, as scikit-learn does)."""
+        if self.drop_links:
+            text = mask_links(text)
         feats: list[int] = []
         where: list[int] = []
         frac: list[float] = []
