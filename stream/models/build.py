@@ -402,7 +402,8 @@ def build_bundle(
             "format": 1,
             "name": BUNDLE_NAME,
             "version": BUNDLE_VERSION,
-            "build_command": command or f"crisis-stream models build --out {out_dir}",
+            "build_command": command
+            or f"crisis-stream models build --out {out_dir}" + (" --drop-links" * drop_links),
             "built_from": {
                 "text": export.source_description(),
                 "data": DATA_NOTE if data_dir is not None else None,
