@@ -125,9 +125,9 @@ def source_model_dir() -> Path:
 
 def write_tokenizer(dst: Path) -> None:
     """The package tokenizer with a normaliser that drops links (:mod:`stream.models.links`)
-    before anything else runs. It lives in the bundle's ``tokenizer.json``, so training, export and the worker all see the
-    same text, and token offsets still point into the original text (tokenizers keeps the
-    alignment), which the rationale spans rely on."""
+    before anything else runs. It lives in the bundle's ``tokenizer.json``, so training, export
+    and the worker all see the same text, and token offsets still point into the original text
+    (tokenizers keeps the alignment), which the rationale spans rely on."""
     from tokenizers import Regex, Tokenizer, normalizers
 
     tok = Tokenizer.from_file(str(source_model_dir() / "tokenizer.json"))

@@ -6,7 +6,8 @@ regressions on word 1-2 gram and char_wb 2-5 gram TF-IDF features beats the enco
 sum of logits, so the head stays linear in its features and every word's share stays exact.
 
 Recipe (all choices on dev, nothing on test): the lexicon (vocabulary, idf) is fitted on the
-texts both tasks may train on (every dev/test text of either task left out); per task one
+texts both tasks may train on (every dev/test text of either task left out), links blanked
+(:mod:`stream.models.links`); per task one
 multinomial logistic regression per analyzer, balanced class weights, C by dev macro-F1; then
 weights ``a`` (words) and ``b`` (chars) on a 0.1 grid, ``a + b <= 0.8``, by dev macro-F1 of
 ``(1 - a - b) * z_encoder / T + a * z_words + b * z_chars``; a new temperature and review
