@@ -118,7 +118,7 @@ def test_a_drop_links_build_encodes_a_tweet_as_if_it_had_no_links(tmp_path: Path
     out = build_bundle(tmp_path / "b", None, lambda _m: None, drop_links=True)
     bundle = load_bundle(out)
     assert "links" in (bundle.manifest.text_encoder.model_extra or {})["preprocessing"]
-    assert bundle.manifest.build_command.endswith("--drop-links")
+    assert bundle.manifest.build_command.endswith("--drop-links --no-image")
     texts = ["Bridge down https://t.co/AbC12xy in Houston", "Bridge down  in Houston"]
     enc = bundle.encoder.encode(texts)
     np.testing.assert_allclose(enc.embeddings[0], enc.embeddings[1], atol=1e-6)

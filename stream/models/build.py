@@ -1,6 +1,7 @@
-"""Build the default text bundle (``crisis-stream models build``) from package-shipped weights.
+"""Build a text bundle (``crisis-stream models build``) from package-shipped weights.
 
-Steps: when the CrisisMMD agreed splits are present, fine-tune all-MiniLM-L6-v2 on both tasks
+The encoder is all-MiniLM-L6-v2 unless ``--encoder`` names another (:mod:`stream.models.encoders`).
+Steps: when the CrisisMMD agreed splits are present, fine-tune the encoder on both tasks
 (:mod:`stream.models.finetune`; ``$CRISIS_STREAM_FINETUNE=0`` skips it), export the encoder to ONNX
 fp32, quantize it to int8 (checked against that fp32 export), copy the tokenizer (with
 ``drop_links``, one whose normaliser drops links), then one head per task: trained on the agreed
@@ -32,6 +33,7 @@ import orjson
 from stream.data.crisismmd import SPLITS, CrisisRow, load_split, split_path
 from stream.errors import BundleError
 from stream.models import export, fewshot, hybrid, tfidf, train
+from stream.models.encoders import ENCODERS, EncoderChoice
 from stream.models import finetune as finetune_mod
 from stream.models.bundle import load_bundle, sha256_file
 from stream.models.lexicon import Analysis, Lexicon, analyse_all
@@ -39,10 +41,9 @@ from stream.models.links import LINK_PATTERN
 
 __all__ = ["BUNDLE_NAME", "BUNDLE_VERSION", "build_bundle"]
 
-BUNDLE_NAME = "minilm-crisis"
+BUNDLE_NAME = ENCODERS["minilm"].bundle_name  # the default bundle
 BUNDLE_VERSION = "0.1.0"
 MAX_LENGTH = 128
-DIM = 384
 INT8, FP32, TOKENIZER = "text_encoder.int8.onnx", "text_encoder.fp32.onnx", "tokenizer.json"
 LEXICON = "lexicon.json"
 DATA_NOTE = "CrisisMMD v2.0 agreed splits"
@@ -58,13 +59,14 @@ def _encoder_section(
     check_note: str,
     progress: Progress,
     tokenizer: Path,
-    model_dir: Path | None = None,
+    model_dir: Path,
+    model_id: str,
 ) -> dict[str, Any]:
-    """Export (the package weights, or the fine-tuned ones in ``model_dir``), quantize (first
+    """Export (the package weights, or the fine-tuned ones, in ``model_dir``), quantize (first
     candidate meeting the cosine bar vs that fp32 export) and measure the text encoder."""
     diff = export.export_fp32(stage / FP32, model_dir)
     if diff > 1e-3:
-        raise BundleError(f"ONNX export of all-MiniLM-L6-v2 differs from torch by {diff:.2e}")
+        raise BundleError(f"ONNX export of {model_id} differs from torch by {diff:.2e}")
     shutil.copyfile(tokenizer, stage / TOKENIZER)
     progress(f"text encoder exported to ONNX fp32 (max |onnx - torch| = {diff:.1e})")
     ref = export.embed(stage / FP32, stage / TOKENIZER, check_texts)
@@ -103,7 +105,7 @@ def _encoder_section(
         "precision": precision,
         "tokenizer": TOKENIZER,
         "max_length": MAX_LENGTH,
-        "dim": DIM,
+        "dim": int(ref.shape[1]),
         "pooling": "mean",
         "normalize": True,
         "quantization": quantization,
@@ -193,11 +195,14 @@ def _trained_heads(
     encoder: Path,
     progress: Progress,
     ft_heads: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    baseline_tokenizer: Path | None = None,
 ) -> tuple[list[train.HeadResult], Lexicon]:
     """Heads trained on train, tuned on dev, measured on test (plus zero-shot and fp32-encoder
     figures for comparison), and the lexicon of the hybrid heads. Each distinct text is
     embedded once. With ``ft_heads`` (the fine-tuning heads) each task keeps whichever of the
-    two has the better dev macro-F1 on the int8 embeddings; then :func:`hybrid.hybridize`."""
+    two has the better dev macro-F1 on the int8 embeddings; then :func:`hybrid.hybridize`.
+    ``baseline_tokenizer``: the package MiniLM's, when the bundle's encoder is another model
+    (the data-free baselines always run on the package MiniLM)."""
     rows = {
         (task, split): load_split(data_dir, task, split)
         for task in train.LABELS
@@ -222,7 +227,10 @@ def _trained_heads(
     progress(f"lexicon: {lexicon.size} TF-IDF features from {len(clean)} train texts")
     # zero- and 16-shot prototypes on the package encoder: what a user gets with no training
     free = fewshot.data_free_baselines(
-        stage / TOKENIZER, rows, progress, None if ft_heads is not None else encoder
+        baseline_tokenizer or stage / TOKENIZER,
+        rows,
+        progress,
+        None if ft_heads is not None or baseline_tokenizer else encoder,
     )
     heads = []
     for task, labels in train.LABELS.items():
@@ -284,7 +292,7 @@ def _informative_all(data_dir: Path) -> dict[str, list[CrisisRow]] | None:
 
 
 def _finetune(
-    data_dir: Path, work: Path, progress: Progress, tokenizer: Path
+    data_dir: Path, work: Path, progress: Progress, tokenizer: Path, choice: EncoderChoice
 ) -> finetune_mod.FinetuneResult:
     """Fine-tune the encoder on both tasks' train splits (every dev/test text of the agreed
     and the all-label informative splits held out)."""
@@ -295,11 +303,21 @@ def _finetune(
         {t: rows[(t, "dev")] for t in train.LABELS},
         held_out,
         train.LABELS,
-        export.source_model_dir(),
+        choice.locate(),
         work / "encoder",
         progress,
+        choice.finetune,
         tokenizer=tokenizer,
     )
+
+
+def _command(out_dir: Path, choice: EncoderChoice, drop_links: bool, image: bool) -> str:
+    """The ``models build`` command line that rebuilds this bundle."""
+    flags = "" if choice.key == "minilm" else f" --encoder {choice.key}"
+    if drop_links != choice.drop_links:
+        flags += " --drop-links" if drop_links else " --keep-links"
+    flags += "" if image else " --no-image"
+    return f"crisis-stream models build --out {out_dir}{flags}"
 
 
 def _tools() -> dict[str, str]:
@@ -349,9 +367,10 @@ def build_bundle(
     command: str | None = None,
     image: bool = False,
     finetune: bool | None = None,
-    drop_links: bool = False,
+    drop_links: bool | None = None,
+    encoder: str = "minilm",
 ) -> Path:
-    """Build the default bundle into ``out_dir`` and return it.
+    """Build a bundle into ``out_dir`` and return it.
 
     ``data_dir`` is the CrisisMMD directory (None: zero-shot heads); ``command`` is recorded as
     the build command (default: ``crisis-stream models build --out <out_dir>``); ``image`` also
@@ -359,8 +378,14 @@ def build_bundle(
     ``finetune`` fine-tunes the encoder on the data first (default: on when there is data,
     unless ``$CRISIS_STREAM_FINETUNE`` is ``0``); ``drop_links`` gives the encoder a tokenizer
     that drops links (:mod:`stream.models.links`): ~3x the encoder's speed on tweets, but
-    humanitarian dev macro-F1 fell 0.010, so it is opt-in (notes/issue3.md).
+    humanitarian dev macro-F1 fell 0.010, so it is opt-in for MiniLM (default: the encoder's
+    own choice); ``encoder`` is a key of :data:`stream.models.encoders.ENCODERS`.
     """
+    if encoder not in ENCODERS:
+        raise BundleError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    choice = ENCODERS[encoder]
+    if drop_links is None:
+        drop_links = choice.drop_links
     if finetune is None:
         finetune = os.environ.get(FINETUNE_ENV, "1") != "0"
     t0 = time.perf_counter()
@@ -370,29 +395,43 @@ def build_bundle(
     stage.mkdir(parents=True)
     work = tempfile.TemporaryDirectory(prefix="crisis-ft-")
     try:
+        source = choice.locate()
         tokenizer = Path(work.name) / TOKENIZER
         if drop_links:
-            export.write_tokenizer(tokenizer)
+            export.write_tokenizer(tokenizer, source / TOKENIZER)
         else:
-            shutil.copyfile(export.source_model_dir() / TOKENIZER, tokenizer)
+            shutil.copyfile(source / TOKENIZER, tokenizer)
         tuned = None
         if data_dir is not None and finetune:
-            tuned = _finetune(data_dir, Path(work.name), progress, tokenizer)
+            tuned = _finetune(data_dir, Path(work.name), progress, tokenizer, choice)
         section = _encoder_section(
-            stage, *_check_texts(data_dir), progress, tokenizer, tuned.model_dir if tuned else None
+            stage,
+            *_check_texts(data_dir),
+            progress,
+            tokenizer,
+            tuned.model_dir if tuned else source,
+            choice.model_id,
         )
         if drop_links:
             section["preprocessing"] = f"links ({LINK_PATTERN}) removed by the tokenizer"
         if tuned is not None:
             section["fine_tuning"] = tuned.manifest
-        encoder = stage / section["files"][section["precision"]]
+        onnx_file = stage / section["files"][section["precision"]]
         lexicon = None
         if data_dir is not None:
+            baseline_tokenizer = None
+            if choice.key != "minilm":
+                baseline_tokenizer = export.source_model_dir() / TOKENIZER
             heads, lexicon = _trained_heads(
-                stage, data_dir, encoder, progress, tuned.heads if tuned else None
+                stage,
+                data_dir,
+                onnx_file,
+                progress,
+                tuned.heads if tuned else None,
+                baseline_tokenizer,
             )
         else:
-            heads = _zero_shot_heads(stage, encoder)
+            heads = _zero_shot_heads(stage, onnx_file)
             progress("no CrisisMMD data: zero-shot heads from label descriptions")
         for head in heads:
             train.save_head(stage / f"head_{head.task}.npz", head.weight, head.bias, head.lexical)
@@ -400,12 +439,11 @@ def build_bundle(
             lexicon.save(stage / LEXICON)
         manifest: dict[str, Any] = {
             "format": 1,
-            "name": BUNDLE_NAME,
+            "name": choice.bundle_name,
             "version": BUNDLE_VERSION,
-            "build_command": command
-            or f"crisis-stream models build --out {out_dir}" + (" --drop-links" * drop_links),
+            "build_command": command or _command(out_dir, choice, drop_links, image),
             "built_from": {
-                "text": export.source_description(),
+                "text": choice.describe(),
                 "data": DATA_NOTE if data_dir is not None else None,
                 "tools": _tools(),
             },
@@ -433,5 +471,5 @@ def build_bundle(
         raise
     finally:
         work.cleanup()
-    progress(f"bundle {BUNDLE_NAME} {BUNDLE_VERSION} built in {time.perf_counter() - t0:.0f}s")
+    progress(f"bundle {choice.bundle_name} {BUNDLE_VERSION} built in {time.perf_counter() - t0:.0f}s")
     return out_dir

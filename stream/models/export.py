@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import logging
 import os
 import re
@@ -123,14 +124,14 @@ def source_model_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-def write_tokenizer(dst: Path) -> None:
-    """The package tokenizer with a normaliser that drops links (:mod:`stream.models.links`)
-    before anything else runs. It lives in the bundle's ``tokenizer.json``, so training, export
+def write_tokenizer(dst: Path, source: Path | None = None) -> None:
+    """The tokenizer ``source`` (default: the package MiniLM's) with a normaliser that drops
+    links (:mod:`stream.models.links`) before anything else runs. It lives in the bundle's ``tokenizer.json``, so training, export
     and the worker all see the same text, and token offsets still point into the original text
     (tokenizers keeps the alignment), which the rationale spans rely on."""
     from tokenizers import Regex, Tokenizer, normalizers
 
-    tok = Tokenizer.from_file(str(source_model_dir() / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(source or source_model_dir() / "tokenizer.json"))
     steps = [normalizers.Replace(Regex(LINK_PATTERN), "")]
     tok.normalizer = normalizers.Sequence(steps + ([tok.normalizer] if tok.normalizer else []))
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -152,20 +153,34 @@ def _load_torch(model_dir: Path) -> Any:
         raise MissingExtraError(exc.name or "transformers", "build") from exc
     transformers.logging.set_verbosity_error()  # the unused pooler weights read as "unexpected"
     transformers.logging.disable_progress_bar()
-    bert = transformers.BertModel.from_pretrained(
-        str(model_dir), add_pooling_layer=False, attn_implementation="eager"
-    ).eval()
+    bert = load_transformer(transformers, model_dir).eval()
 
     class TokenStates(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.bert = bert
+            self.input_names = input_names(bert)
 
-        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
-            out = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)
-            return out.last_hidden_state
+        def forward(self, *feeds: Any) -> Any:
+            return self.bert(**dict(zip(self.input_names, feeds, strict=True))).last_hidden_state
 
     return TokenStates().eval()
+
+
+def load_transformer(transformers: Any, model_dir: Path) -> Any:
+    """The encoder in ``model_dir`` (BERT, MPNet, ...) without its pooler, eager attention
+    (the traced graph and the fine-tuning see the same kernels)."""
+    config = transformers.AutoConfig.from_pretrained(str(model_dir))
+    config._attn_implementation = "eager"
+    return transformers.AutoModel.from_pretrained(
+        str(model_dir), config=config, add_pooling_layer=False
+    )
+
+
+def input_names(model: Any) -> tuple[str, ...]:
+    """The ONNX graph's inputs: MPNet has no ``token_type_ids``."""
+    params = inspect.signature(model.forward).parameters
+    return tuple(n for n in INPUT_NAMES if n in params)
 
 
 def _batch(tokenizer_path: Path, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -192,17 +207,18 @@ def export_fp32(out: Path, model_dir: Path | None = None) -> float:
 
     model_dir = model_dir or source_model_dir()
     model = _load_torch(model_dir)
+    names = model.input_names
     tokenizer = model_dir / "tokenizer.json"
     example = _batch(tokenizer, SAMPLE_TEXTS[:2])  # different lengths: the trace sees padding
-    args = tuple(torch.from_numpy(example[k]) for k in INPUT_NAMES)
-    axes = {k: {0: "batch", 1: "sequence"} for k in (*INPUT_NAMES, OUTPUT_NAME)}
+    args = tuple(torch.from_numpy(example[k]) for k in names)
+    axes = {k: {0: "batch", 1: "sequence"} for k in (*names, OUTPUT_NAME)}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / legacy-exporter deprecation chatter
         torch.onnx.export(
             model,
             args,
             str(out),
-            input_names=list(INPUT_NAMES),
+            input_names=list(names),
             output_names=[OUTPUT_NAME],
             dynamic_axes=axes,
             opset_version=OPSET,
@@ -213,9 +229,9 @@ def export_fp32(out: Path, model_dir: Path | None = None) -> float:
     worst = 0.0
     checks = [SAMPLE_TEXTS[:1], SAMPLE_TEXTS[2:5], SAMPLE_TEXTS[13:], list(SAMPLE_TEXTS)]
     for texts in checks:
-        feeds = _batch(tokenizer, texts)
+        feeds = {k: v for k, v in _batch(tokenizer, texts).items() if k in names}
         with torch.no_grad():
-            ref = model(*(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)).numpy()
+            ref = model(*(torch.from_numpy(feeds[k]) for k in names)).numpy()
         got = session.run([OUTPUT_NAME], feeds)[0]
         real = feeds["attention_mask"].astype(bool)
         worst = max(worst, float(np.abs(got - ref)[real].max()))

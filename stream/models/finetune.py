@@ -1,4 +1,4 @@
-"""Build time: multi-task fine-tuning of the MiniLM encoder on CPU before it is exported.
+"""Build time: multi-task fine-tuning of the text encoder on CPU before it is exported.
 
 One shared encoder (the worker runs one encoder for all heads) with one linear head per task on
 the *normalised mean-pooled* token states, exactly the features the runtime pools, so a head on
@@ -35,6 +35,7 @@ import numpy as np
 
 from stream.data.crisismmd import CrisisRow
 from stream.errors import MissingExtraError
+from stream.models.export import input_names, load_transformer
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "training_rows"]
 
@@ -110,7 +111,10 @@ def _tensors(torch: Any, encs: Sequence[Any], idx: Sequence[int]) -> tuple[Any, 
 
 def _pooled(torch: Any, bert: Any, ids: Any, mask: Any) -> Any:
     """Normalised mean of the token states over real tokens: what the runtime computes."""
-    states = bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in input_names(bert):
+        feeds["token_type_ids"] = torch.zeros_like(ids)
+    states = bert(**feeds)
     m = mask.unsqueeze(-1).to(states.last_hidden_state.dtype)
     mean = (states.last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1.0)
     return torch.nn.functional.normalize(mean, dim=-1)
@@ -156,9 +160,7 @@ def finetune(
     rng = np.random.default_rng(cfg.seed)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    bert = transformers.BertModel.from_pretrained(
-        str(source_dir), add_pooling_layer=False, attn_implementation="eager"
-    )
+    bert = load_transformer(transformers, source_dir)
     tasks = list(labels)
     heads = torch.nn.ModuleList(
         torch.nn.Linear(bert.config.hidden_size, len(labels[t])) for t in tasks

@@ -1,0 +1,133 @@
+"""Other text encoders: the mpnet weights' split zip, and a bundle built on an MPNet model.
+
+The real all-mpnet-base-v2 (440 MB, the ``mpnet`` extra) is not installed by ``make test``; a
+tiny randomly initialised MPNet takes its place here, through the same code path
+(``$CRISIS_STREAM_MPNET_DIR``), so export without ``token_type_ids``, fine-tuning and the runtime
+are exercised on the MPNet architecture itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.errors import BundleError
+from stream.models.bundle import load_bundle
+from stream.models.encoders import MPNET_ENV, assemble_parts
+
+from .test_models import _row
+
+
+def _split_zip(tmp: Path, files: dict[str, bytes], parts: int) -> list[Path]:
+    whole = tmp / "whole.zip"
+    with zipfile.ZipFile(whole, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    blob = whole.read_bytes()
+    step = -(-len(blob) // parts)
+    out = []
+    for i in range(parts):
+        out.append(tmp / f"model.zip.00{i + 1}")
+        out[-1].write_bytes(blob[i * step : (i + 1) * step])
+    return out
+
+
+def test_split_zip_parts_are_joined_unpacked_once_and_checked(tmp_path: Path):
+    files = {
+        "m/config.json": b"{}",
+        "m/tokenizer.json": b"{}",
+        "m/weights.bin": bytes(range(256)) * 64,
+    }
+    parts = _split_zip(tmp_path, files, 3)
+    model = assemble_parts(parts, tmp_path / "cache" / "m-1")
+    assert model == tmp_path / "cache" / "m-1" / "m"
+    assert (model / "weights.bin").read_bytes() == files["m/weights.bin"]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["m-1"]  # no temp left over
+    for p in parts:
+        p.unlink()
+    assert assemble_parts(parts, tmp_path / "cache" / "m-1") == model  # reused, parts unread
+    with pytest.raises(BundleError, match="do not form a zip"):
+        assemble_parts(_split_zip(tmp_path, files, 3)[::-1], tmp_path / "cache" / "m-2")
+    assert not (tmp_path / "cache" / "m-2").exists()
+    no_tok = _split_zip(tmp_path, {"m/config.json": b"{}"}, 1)
+    with pytest.raises(BundleError, match=r"tokenizer\.json"):
+        assemble_parts(no_tok, tmp_path / "cache" / "m-3")
+
+
+@pytest.fixture
+def tiny_mpnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A 2-layer MPNet with random weights and the package MiniLM's (uncased WordPiece)
+    tokenizer, as ``$CRISIS_STREAM_MPNET_DIR``."""
+    pytest.importorskip("torch", reason="building needs the build extra")
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from stream.models.export import source_model_dir
+
+    torch.manual_seed(0)
+    config = transformers.MPNetConfig(
+        vocab_size=30527,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    model_dir = tmp_path / "tiny-mpnet"
+    transformers.MPNetModel(config, add_pooling_layer=False).save_pretrained(str(model_dir))
+    shutil.copyfile(source_model_dir() / "tokenizer.json", model_dir / "tokenizer.json")
+    monkeypatch.setenv(MPNET_ENV, str(model_dir))
+    return model_dir
+
+
+def test_mpnet_bundle_builds_without_token_type_ids(tiny_mpnet: Path, tmp_path: Path):
+    from stream.models.build import build_bundle
+
+    out = build_bundle(tmp_path / "b", None, lambda _m: None, image=False, encoder="mpnet")
+    bundle = load_bundle(out)
+    m = bundle.manifest
+    assert m.name == "mpnet-crisis" and m.text_encoder.dim == 32
+    assert m.build_command.endswith("--encoder mpnet --no-image")
+    assert MPNET_ENV in m.built_from["text"]
+    assert "links" in (m.text_encoder.model_extra or {})["preprocessing"]  # mpnet's default
+    assert bundle.encoder.input_names == {"input_ids", "attention_mask"}
+    texts = ["Bridge down https://t.co/AbC12xy in Houston", "Bridge down  in Houston", "ok"]
+    enc = bundle.encoder.encode(texts)
+    np.testing.assert_allclose(enc.embeddings[0], enc.embeddings[1], atol=1e-5)
+    for i in range(len(texts)):  # the exact-rationale identity holds for MPNet too
+        np.testing.assert_allclose(
+            enc.tokens[i].sum(0) * enc.scale[i], enc.embeddings[i], rtol=1e-4, atol=1e-6
+        )
+    assert {h.task for h in bundle.heads} == {"informative", "humanitarian"}
+
+
+def test_unknown_encoder_is_refused(tmp_path: Path):
+    from stream.models.build import build_bundle
+
+    with pytest.raises(BundleError, match="unknown encoder 'bert-large'"):
+        build_bundle(tmp_path / "b", None, lambda _m: None, encoder="bert-large")
+
+
+def test_mpnet_finetunes_and_its_states_export(tiny_mpnet: Path, tmp_path: Path):
+    """Fine-tuning feeds MPNet no token_type_ids; the tuned weights export to ONNX."""
+    from stream.models.export import export_fp32
+    from stream.models.finetune import FinetuneConfig, finetune
+
+    labels = {"informative": ["informative", "not_informative"]}
+    rows = [_row(f"flood water rescue boats near bridge {i}", "informative") for i in range(8)]
+    rows += [_row(f"lol my cat selfie at the game {i}", "not_informative") for i in range(8)]
+    result = finetune(
+        {"informative": rows},
+        {"informative": rows[::2]},
+        [],
+        labels,
+        tiny_mpnet,
+        tmp_path / "tuned",
+        lambda _msg: None,
+        FinetuneConfig(epochs=1, batch_size=8, max_length=16),
+    )
+    assert result.manifest["history"][0]["train_loss"] > 0
+    assert export_fp32(tmp_path / "tuned.onnx", result.model_dir) < 1e-3
