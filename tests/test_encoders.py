@@ -92,6 +92,9 @@ def test_mpnet_bundle_builds_without_token_type_ids(tiny_mpnet: Path, tmp_path: 
     assert m.name == "mpnet-crisis" and m.text_encoder.dim == 32
     assert m.build_command.endswith("--encoder mpnet --no-image")
     assert MPNET_ENV in m.built_from["text"]
+    assert m.built_from["machine"]["cores"] >= 1 and isinstance(
+        m.built_from["machine"]["isa"], list
+    )
     assert "links" in (m.text_encoder.model_extra or {})["preprocessing"]  # mpnet's default
     assert bundle.encoder.input_names == {"input_ids", "attention_mask"}
     texts = ["Bridge down https://t.co/AbC12xy in Houston", "Bridge down  in Houston", "ok"]

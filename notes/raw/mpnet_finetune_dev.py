@@ -5,7 +5,7 @@ from pathlib import Path
 import transformers
 from tokenizers import Tokenizer, Regex, normalizers
 from stream.models import finetune as ft
-from stream.models import build, train
+from stream.models import fit_heads, train
 from stream.models.links import LINK_PATTERN
 from stream.data.crisismmd import load_split, find_dataset, SPLITS
 
@@ -29,7 +29,7 @@ ft._pooled = pooled
 
 d = find_dataset()
 rows = {(t, s): load_split(d, t, s) for t in train.LABELS for s in SPLITS}
-held_out = build._held_out(rows, build._informative_all(d))
+held_out = fit_heads.held_out(rows, fit_heads.informative_all(d))
 t0 = time.time()
 res = ft.finetune({t: rows[(t, 'train')] for t in train.LABELS}, {t: rows[(t, 'dev')] for t in train.LABELS},
                   held_out, train.LABELS, MP, Path('/tmp/exp/mp-ft'), lambda m: print(f'[{time.time()-t0:7.1f}s] {m}', flush=True),
