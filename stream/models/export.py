@@ -26,7 +26,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -87,18 +87,20 @@ class Quantization:
 
     ``fp32_ffn_output`` keeps the feed-forward output MatMuls (whose inputs are GELU outputs,
     with the widest activation ranges) in fp32: closer to fp32, about a third slower.
+    ``smooth`` first rescales the fp32 graph (:mod:`stream.models.smooth`) on calibration texts.
     """
 
     weight_type: Literal["QInt8", "QUInt8"] = "QInt8"
     per_channel: bool = True
     reduce_range: bool = False
     fp32_ffn_output: bool = False
+    smooth: bool = False
 
     @property
     def name(self) -> str:
         scope = "per_channel" if self.per_channel else "per_tensor"
         return f"{self.weight_type}-{scope}" + "".join(
-            f"-{flag}" for flag in ("reduce_range", "fp32_ffn_output") if getattr(self, flag)
+            f"-{flag}" for flag in ("reduce_range", "fp32_ffn_output", "smooth") if getattr(self, flag)
         )
 
     def as_manifest(self) -> dict[str, Any]:
@@ -106,12 +108,16 @@ class Quantization:
 
 
 # Tried in this order by the build, the first meeting COSINE_BAR wins: fastest first as measured
-# with compare_quantizations. Per-tensor weights are left out: min cosine ~0.90.
+# with compare_quantizations. Per-tensor weights are left out: min cosine ~0.90. The last one is
+# for all-mpnet-base-v2 on AVX2 CPUs (no VNNI), where the u8 x s8 kernel's int16 pair sums
+# saturate: 7-bit weights avoid that, smoothing tames the activation outliers, and the FFN outputs
+# stay fp32 (min cosine 0.985 where the others reach -0.36 to 0.71; notes/issue3.md).
 CANDIDATES = (
     Quantization("QInt8", per_channel=True),
     Quantization("QInt8", per_channel=True, fp32_ffn_output=True),
     Quantization("QInt8", per_channel=True, reduce_range=True),
     Quantization("QUInt8", per_channel=True),
+    Quantization("QInt8", per_channel=True, reduce_range=True, fp32_ffn_output=True, smooth=True),
 )
 _FFN_OUTPUT = re.compile(r"layer\.\d+/output/dense/MatMul$")
 
@@ -238,13 +244,38 @@ def export_fp32(out: Path, model_dir: Path | None = None) -> float:
     return worst
 
 
-def quantize_int8(fp32: Path, out: Path, quantization: Quantization) -> None:
-    """Dynamic int8 quantization of ``fp32`` into ``out`` (deterministic: same bytes each time)."""
+def quantize_int8(
+    fp32: Path,
+    out: Path,
+    quantization: Quantization,
+    tokenizer: Path | None = None,
+    calibration: Sequence[str] = SAMPLE_TEXTS,
+) -> None:
+    """Dynamic int8 quantization of ``fp32`` into ``out`` (deterministic: same bytes each time).
+    A ``smooth`` quantization measures activations on ``calibration`` texts (``tokenizer``
+    needed)."""
     try:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise MissingExtraError(exc.name or "onnx", "build") from exc
+    if quantization.smooth:
+        from stream.models.smooth import smooth
+
+        if tokenizer is None:
+            raise ValueError("a smoothed quantization needs the tokenizer")
+        graph_inputs = {i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input}
+        feeds = [
+            {k: v for k, v in _batch(tokenizer, calibration[i : i + 32]).items() if k in graph_inputs}
+            for i in range(0, len(calibration), 32)
+        ]
+        smoothed = out.with_name(out.name + ".smoothed")
+        try:
+            smooth(fp32, smoothed, feeds)
+            quantize_int8(smoothed, out, replace(quantization, smooth=False))
+        finally:
+            smoothed.unlink(missing_ok=True)
+        return
     exclude = []
     if quantization.fp32_ffn_output:
         graph = onnx.load(str(fp32), load_external_data=False).graph
@@ -337,7 +368,7 @@ def compare_quantizations(
     files: dict[str, Path] = {"fp32": fp32, **(others or {})}
     for q in candidates:
         files[q.name] = work_dir / f"text_encoder.{q.name}.onnx"
-        quantize_int8(fp32, files[q.name], q)
+        quantize_int8(fp32, files[q.name], q, tokenizer, texts)
     rows: list[dict[str, Any]] = []
     for name, path in files.items():
         batched = embed(path, tokenizer, texts)
