@@ -134,3 +134,35 @@ def test_mpnet_finetunes_and_its_states_export(tiny_mpnet: Path, tmp_path: Path)
     )
     assert result.manifest["history"][0]["train_loss"] > 0
     assert export_fp32(tmp_path / "tuned.onnx", result.model_dir) < 1e-3
+
+
+def test_smoothing_keeps_the_fp32_function_and_quantizes(tiny_mpnet: Path, tmp_path: Path):
+    """The SmoothQuant rescaling is exact in fp32 (an inserted Mul per MatMul input, weights
+    scaled per row); the smoothed int8 candidate runs end to end."""
+    from stream.models.export import (
+        SAMPLE_TEXTS,
+        Quantization,
+        cosine_stats,
+        embed,
+        export_fp32,
+        quantize_int8,
+    )
+    from stream.models.smooth import smooth
+
+    fp32 = tmp_path / "fp32.onnx"
+    export_fp32(fp32, tiny_mpnet)
+    tok = tiny_mpnet / "tokenizer.json"
+    feeds = [
+        {
+            "input_ids": np.array([[101, 2000, 3000, 102]]),
+            "attention_mask": np.ones((1, 4), np.int64),
+        }
+    ]
+    assert smooth(fp32, tmp_path / "smoothed.onnx", feeds) == 2 * 4  # 4 MatMul inputs per layer
+    ref = embed(fp32, tok, SAMPLE_TEXTS)
+    np.testing.assert_allclose(embed(tmp_path / "smoothed.onnx", tok, SAMPLE_TEXTS), ref, atol=1e-5)
+    q = Quantization(reduce_range=True, fp32_ffn_output=True, smooth=True)
+    assert q.name == "QInt8-per_channel-reduce_range-fp32_ffn_output-smooth"
+    quantize_int8(fp32, tmp_path / "int8.onnx", q, tok, SAMPLE_TEXTS)
+    assert not (tmp_path / "int8.onnx.smoothed").exists()
+    assert cosine_stats(embed(tmp_path / "int8.onnx", tok, SAMPLE_TEXTS), ref)["mean"] > 0.9

@@ -34,7 +34,7 @@ import orjson
 
 from stream.data.crisismmd import SPLITS, load_split
 from stream.errors import BundleError
-from stream.models import export, smooth, train
+from stream.models import export, selfcheck, smooth, train
 from stream.models import finetune as finetune_mod
 from stream.models.bundle import load_bundle, sha256_file
 from stream.models.encoders import ENCODERS, EncoderChoice
@@ -110,6 +110,18 @@ def _encoder_section(
         quantization["calibration"] = (
             f"{len(calibration)} seeded train tweets, SmoothQuant alpha {smooth.ALPHA}"
         )
+    section: dict[str, Any] = {}
+    if passed:
+        selfcheck.write_reference(
+            stage / selfcheck.CHECK_FILE, stage / FP32, stage / TOKENIZER, export.SAMPLE_TEXTS
+        )
+        section["self_check"] = {
+            "file": selfcheck.CHECK_FILE,
+            "bar": export.COSINE_BAR,
+            "texts": len(export.SAMPLE_TEXTS),
+            "why": "the worker re-encodes these texts with int8 at load and serves fp32 below "
+            "the bar: int8 kernels differ by CPU instruction set",
+        }
     return {
         "files": {"int8": INT8, "fp32": FP32},
         "precision": precision,
@@ -119,6 +131,7 @@ def _encoder_section(
         "pooling": "mean",
         "normalize": True,
         "quantization": quantization,
+        **section,
     }
 
 

@@ -7,6 +7,7 @@ worker never serves a half-copied or tampered model.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,10 @@ from stream.errors import BundleError, BundleIntegrityError
 from stream.models.heads import LinearHead
 from stream.models.image import ImageModel
 from stream.models.lexicon import Analysis, Lexicon, analyse_all
+from stream.models.selfcheck import SelfCheck, run_check
 from stream.models.text import TextEncoder
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Bundle",
@@ -134,6 +138,7 @@ class Bundle:
     sha256: str
     image: ImageModel | None = None
     lexicon: Lexicon | None = None
+    int8_check: SelfCheck | None = None  # the load-time int8 vs fp32 check, when one ran
 
     def analyse(self, texts: list[str]) -> list[Analysis] | None:
         """The texts' lexical features when any head is hybrid (one analysis for all heads)."""
@@ -169,6 +174,9 @@ def load_bundle(
         )
     needed = {spec.files[prec], spec.tokenizer, *(h.file for h in manifest.heads)}
     hybrid = [h.task for h in manifest.heads if h.lexical]
+    check = (spec.model_extra or {}).get("self_check")
+    if check and prec == "int8":
+        needed.add(check["file"])
     if hybrid:
         if manifest.lexicon is None:
             raise BundleError(f"bundle {bundle_dir}: hybrid heads {hybrid} but no lexicon file")
@@ -183,15 +191,35 @@ def load_bundle(
     if unlisted:
         raise BundleIntegrityError(f"bundle {bundle_dir}: files without a hash: {sorted(unlisted)}")
     verify_files(bundle_dir, manifest, needed)
-    encoder = TextEncoder(
-        bundle_dir / spec.files[prec],
-        bundle_dir / spec.tokenizer,
-        spec.max_length,
-        threads,
-        batch_size,
-        spinning,
-        cache_size,
-    )
+    def text_encoder(prec: str) -> TextEncoder:
+        return TextEncoder(
+            bundle_dir / spec.files[prec],
+            bundle_dir / spec.tokenizer,
+            spec.max_length,
+            threads,
+            batch_size,
+            spinning,
+            cache_size,
+        )
+
+    encoder = text_encoder(prec)
+    checked = None
+    if check and prec == "int8":
+        checked = run_check(encoder, bundle_dir / check["file"], float(check["bar"]))
+        if not checked.passed:
+            why = (
+                f"bundle {bundle_dir}: its int8 text encoder disagrees with the fp32 reference on "
+                f"this CPU (min cosine {checked.min_cosine} < {checked.bar}; int8 kernels differ "
+                "by instruction set)"
+            )
+            if precision == "int8" or "fp32" not in spec.files:
+                raise BundleError(f"{why}; serve fp32 or rebuild the bundle on this CPU kind")
+            log.warning("%s: serving the fp32 encoder instead", why)
+            prec = "fp32"
+            if spec.files[prec] not in manifest.files:
+                raise BundleIntegrityError(f"bundle {bundle_dir}: {spec.files[prec]} has no hash")
+            verify_files(bundle_dir, manifest, {spec.files[prec]})
+            encoder = text_encoder(prec)
     lexicon = Lexicon.load(bundle_dir / manifest.lexicon) if hybrid and manifest.lexicon else None
     heads = [
         LinearHead.from_npz(
@@ -208,4 +236,4 @@ def load_bundle(
     if ispec is not None:
         image = ImageModel.load(bundle_dir, ispec, iprec, threads, batch_size)
     digest = hashlib.sha256(orjson.dumps(manifest.files, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return Bundle(bundle_dir, manifest, prec, encoder, heads, digest, image, lexicon)
+    return Bundle(bundle_dir, manifest, prec, encoder, heads, digest, image, lexicon, checked)
