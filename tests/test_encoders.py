@@ -166,3 +166,27 @@ def test_smoothing_keeps_the_fp32_function_and_quantizes(tiny_mpnet: Path, tmp_p
     quantize_int8(fp32, tmp_path / "int8.onnx", q, tok, SAMPLE_TEXTS)
     assert not (tmp_path / "int8.onnx.smoothed").exists()
     assert cosine_stats(embed(tmp_path / "int8.onnx", tok, SAMPLE_TEXTS), ref)["mean"] > 0.9
+
+
+def test_mpnet_weights_missing_name_the_extra_or_the_bad_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from stream.errors import MissingExtraError
+    from stream.models import encoders
+
+    monkeypatch.delenv(MPNET_ENV, raising=False)
+    monkeypatch.setattr(encoders, "_MPNET_PARTS", ("crisis-stream-no-such-part-001",))
+    with pytest.raises(MissingExtraError, match=r"crisis-stream\[mpnet\]"):
+        encoders.mpnet_dir()
+    monkeypatch.setenv(MPNET_ENV, str(tmp_path))
+    with pytest.raises(BundleError, match=r"lacks config\.json or tokenizer\.json"):
+        encoders.mpnet_dir()
+
+
+def test_cli_offers_the_encoders():
+    from click.testing import CliRunner
+
+    from stream.cli import cli
+
+    out = CliRunner().invoke(cli, ["models", "build", "--help"]).output
+    assert "--encoder [minilm|mpnet]" in out and "--drop-links / --keep-links" in out
