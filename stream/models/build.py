@@ -29,7 +29,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from stream.data.crisismmd import SPLITS, load_split
@@ -354,5 +353,7 @@ def build_bundle(
         raise
     finally:
         work.cleanup()
-    progress(f"bundle {choice.bundle_name} {BUNDLE_VERSION} built in {time.perf_counter() - t0:.0f}s")
+    progress(
+        f"bundle {choice.bundle_name} {BUNDLE_VERSION} built in {time.perf_counter() - t0:.0f}s"
+    )
     return out_dir

@@ -191,6 +191,7 @@ def load_bundle(
     if unlisted:
         raise BundleIntegrityError(f"bundle {bundle_dir}: files without a hash: {sorted(unlisted)}")
     verify_files(bundle_dir, manifest, needed)
+
     def text_encoder(prec: str) -> TextEncoder:
         return TextEncoder(
             bundle_dir / spec.files[prec],

@@ -100,7 +100,9 @@ class Quantization:
     def name(self) -> str:
         scope = "per_channel" if self.per_channel else "per_tensor"
         return f"{self.weight_type}-{scope}" + "".join(
-            f"-{flag}" for flag in ("reduce_range", "fp32_ffn_output", "smooth") if getattr(self, flag)
+            f"-{flag}"
+            for flag in ("reduce_range", "fp32_ffn_output", "smooth")
+            if getattr(self, flag)
         )
 
     def as_manifest(self) -> dict[str, Any]:
@@ -132,9 +134,10 @@ def source_model_dir() -> Path:
 
 def write_tokenizer(dst: Path, source: Path | None = None) -> None:
     """The tokenizer ``source`` (default: the package MiniLM's) with a normaliser that drops
-    links (:mod:`stream.models.links`) before anything else runs. It lives in the bundle's ``tokenizer.json``, so training, export
-    and the worker all see the same text, and token offsets still point into the original text
-    (tokenizers keeps the alignment), which the rationale spans rely on."""
+    links (:mod:`stream.models.links`) before anything else runs. It lives in the bundle's
+    ``tokenizer.json``, so training, export and the worker all see the same text, and token
+    offsets still point into the original text (tokenizers keeps the alignment), which the
+    rationale spans rely on."""
     from tokenizers import Regex, Tokenizer, normalizers
 
     tok = Tokenizer.from_file(str(source or source_model_dir() / "tokenizer.json"))
@@ -266,7 +269,11 @@ def quantize_int8(
             raise ValueError("a smoothed quantization needs the tokenizer")
         graph_inputs = {i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input}
         feeds = [
-            {k: v for k, v in _batch(tokenizer, calibration[i : i + 32]).items() if k in graph_inputs}
+            {
+                k: v
+                for k, v in _batch(tokenizer, calibration[i : i + 32]).items()
+                if k in graph_inputs
+            }
             for i in range(0, len(calibration), 32)
         ]
         smoothed = out.with_name(out.name + ".smoothed")

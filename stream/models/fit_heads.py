@@ -77,9 +77,7 @@ def _informative_all_metrics(
     test = every["test"]
     x = export.embed(encoder, tokenizer, [r.text for r in test])
     analyses = analyse_all(lexicon, [r.text for r in test])
-    measured = head.measure(
-        {"test": train.Split.of(x, [r.label for r in test], labels, analyses)}
-    )
+    measured = head.measure({"test": train.Split.of(x, [r.label for r in test], labels, analyses)})
     return {
         "note": "splits/informative_all: every tweet, not only those whose text and image "
         "labels agree; the head is the bundle's (trained on the agreed train split)",

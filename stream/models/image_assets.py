@@ -29,8 +29,8 @@ from stream.images.rows import ImageRow, read_image_rows
 from stream.models.concepts import ConceptSpace, embed_class_names, imagenet_class_names
 from stream.models.export_image import export_image_encoder
 from stream.models.heads import LinearHead, softmax
-from stream.models.lexicon import Lexicon, analyse_all
 from stream.models.image import ImageEncoder
+from stream.models.lexicon import Lexicon, analyse_all
 from stream.models.text import TextEncoder
 
 __all__ = ["build_image_assets", "macro_f1", "prototype_head"]

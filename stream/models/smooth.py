@@ -43,7 +43,9 @@ def activation_matmuls(path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
 
 
-def _input_maxima(path: Path, names: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def _input_maxima(
+    path: Path, names: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """Per-channel max |x| over the real tokens of ``feeds`` for each tensor in ``names``."""
     import onnxruntime as ort
 
