@@ -111,9 +111,8 @@ def _encoder_section(
         )
     section: dict[str, Any] = {}
     if passed:
-        selfcheck.write_reference(
-            stage / selfcheck.CHECK_FILE, stage / FP32, stage / TOKENIZER, export.SAMPLE_TEXTS
-        )
+        rows = [list(check_texts).index(t) for t in export.SAMPLE_TEXTS]  # fp32, embedded above
+        selfcheck.write_reference(stage / selfcheck.CHECK_FILE, export.SAMPLE_TEXTS, ref[rows])
         section["self_check"] = {
             "file": selfcheck.CHECK_FILE,
             "bar": export.COSINE_BAR,

@@ -102,16 +102,9 @@ def mpnet_dir() -> Path:
         if not all((path / name).is_file() for name in _REQUIRED):
             raise BundleError(f"${MPNET_ENV}={path} lacks {' or '.join(_REQUIRED)}")
         return path
-    version = metadata.version(_MPNET_PARTS[0]) if _installed(_MPNET_PARTS[0]) else "0"
-    return assemble_parts(mpnet_parts(), _cache_root() / f"all-mpnet-base-v2-{version}")
-
-
-def _installed(name: str) -> bool:
-    try:
-        metadata.distribution(name)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
+    parts = mpnet_parts()  # raises, naming the extra, when the wheels are missing
+    version = metadata.version(_MPNET_PARTS[0])
+    return assemble_parts(parts, _cache_root() / f"all-mpnet-base-v2-{version}")
 
 
 def _mpnet_description() -> str:

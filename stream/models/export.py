@@ -267,15 +267,7 @@ def quantize_int8(
 
         if tokenizer is None:
             raise ValueError("a smoothed quantization needs the tokenizer")
-        graph_inputs = {i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input}
-        feeds = [
-            {
-                k: v
-                for k, v in _batch(tokenizer, calibration[i : i + 32]).items()
-                if k in graph_inputs
-            }
-            for i in range(0, len(calibration), 32)
-        ]
+        feeds = [_batch(tokenizer, calibration[i : i + 32]) for i in range(0, len(calibration), 32)]
         smoothed = out.with_name(out.name + ".smoothed")
         try:
             smooth(fp32, smoothed, feeds)
