@@ -172,7 +172,7 @@ def test_pipeline_labels_mixed_events_and_survives_hostile_images(ibundle: Bundl
     assert len({(c.task, c.x, c.y) for c in image_only.rationale.image}) == 5 * len(tasks)
     assert text_only.modality == {"text": 1.0, "image": 0.0} and text_only.image_error is None
     # text-only labels are exactly the text heads' (fusion does not touch them); encoded as
-    # one batch like the pipeline does (int8 dynamic quantization scales per batch)
+    # one batch like the pipeline does (a per-tensor int8 fallback scales per batch)
     texts = [e.text for e in events]
     enc = ibundle.encoder.encode(texts)
     row = [e.id for e in events].index("text-only")

@@ -5,7 +5,8 @@ all-label train tweets with its int8 encoder, then mirror fit_heads.trained_head
 humanitarian task with the extras weighted w in {0, 0.5, 1}. The bundle's own stored head is
 the fine-tuning head's direction when the build chose it (fixed_head refits its temperature,
 which undoes the stored scale). Test is never loaded.
-usage: python notes/raw/extra_hum_dev.py BUNDLE
+usage: python notes/raw/extra_hum_dev.py BUNDLE [ONLY_LABEL]
+(ONLY_LABEL: keep only the extras with that label; then w in {0, 0.5, 1} as well)
 """
 
 import json
@@ -32,6 +33,8 @@ clean = sorted({r.text for (_, s), rs in rows.items() if s == "train" for r in r
 lexicon = hybrid.fit_lexicon(clean)
 hum_train, hum_dev = rows[("humanitarian", "train")], rows[("humanitarian", "dev")]
 extra = humanitarian_extra_train(data, {r.tweet_id for r in hum_train}, held)
+if len(sys.argv) > 2:
+    extra = [r for r in extra if r.label == sys.argv[2]]
 print(f"{bundle}: {len(hum_train)} train, {len(extra)} extra, {len(hum_dev)} dev tweets")
 texts = sorted({r.text for r in hum_train + extra + hum_dev})
 t0 = time.perf_counter()

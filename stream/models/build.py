@@ -93,16 +93,19 @@ def _encoder_section(
     )
     quantization = {
         **q.as_manifest(),
-        "tool": f"onnxruntime.quantization.quantize_dynamic {metadata.version('onnxruntime')}",
+        "tool": "stream.models.rowwise (per-token MatMulInteger graph), onnxruntime "
+        f"{metadata.version('onnxruntime')}"
+        if q.per_token
+        else f"onnxruntime.quantization.quantize_dynamic {metadata.version('onnxruntime')}",
         "cosine_vs_fp32": {**tried[-1]["cosine_vs_fp32"], "texts": check_note},
         "cosine_bar": export.COSINE_BAR,
         "candidates_tried": tried,
         "texts_per_s_batch32": speed,
-        "why": "first of export.CANDIDATES (QInt8 per-channel; with the FFN output MatMuls in "
-        "fp32; with reduce_range; QUInt8 per-channel: fastest first, as measured; last, "
-        "smoothed + reduce_range + fp32 FFN outputs, for encoders with activation outliers) "
-        "whose min cosine vs fp32 on the check texts meets the bar; per-tensor weights reach "
-        "only ~0.90",
+        "why": "first of export.CANDIDATES whose min cosine vs fp32 on the check texts meets "
+        "the bar: per-token activations first (a text's label cannot depend on its batch "
+        "companions), plain, then smoothed, then smoothed with fp32 FFN outputs; then "
+        "quantize_dynamic's per-tensor activations as fallbacks (QInt8 per-channel; fp32 FFN "
+        "outputs; reduce_range; QUInt8; smoothed): per-tensor weights reach only ~0.90",
         "export": {"opset": export.OPSET, "max_abs_diff_vs_torch": float(f"{diff:.3g}")},
     }
     if q.smooth:

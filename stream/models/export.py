@@ -6,13 +6,16 @@ deterministic (same weights, same torch -> same bytes) and needs no onnxscript. 
 *padded* batch because transformers builds the attention mask with Python-level branches that a
 trace freezes; the export is then checked against torch on padded and unpadded shapes.
 
-int8 is ``quantize_dynamic`` (int8 weights; activations quantized on the fly with one scale per
-tensor, so a text's embedding shifts slightly with the batch it is padded into). Measured on the
-2-core build machine with :func:`compare_quantizations`: per-tensor weights lose too much (min
-cosine vs fp32 ~0.90 on tweets), per-channel QInt8 keeps min ~0.98 / mean 0.992 at ~2x fp32
-speed, QUInt8 weights are slower (u8s8 is the fast kernel). The build re-checks the bar on real
-tweets and falls back along :data:`CANDIDATES`. A one-word text ("ok") scores ~0.97: [CLS] and
-[SEP] dominate its mean and their outlier dimensions suffer most from 8-bit activations.
+int8 comes in two kinds. Per-token (:mod:`stream.models.rowwise`, first in :data:`CANDIDATES`):
+one activation scale per token, so a text's embedding never depends on its batch companions
+(``quantize_dynamic``'s one scale per tensor flipped ~1 % of dev labels between "alone" and "in a
+batch of 32"). ``quantize_dynamic`` remains the fallback. Measured on the 2-core build machine
+with :func:`compare_quantizations`: per-tensor weights lose too much (min cosine vs fp32 ~0.90 on
+tweets), per-channel QInt8 keeps min ~0.98 / mean 0.992; per-token with 7-bit weights keeps mean
+0.9965 / min 0.985 at 0.95x the speed of ``quantize_dynamic`` (1.2x fp32) on an AVX2 CPU. The
+build re-checks the bar on real tweets and falls back along :data:`CANDIDATES`. A one-word text
+("ok") scores ~0.97: [CLS] and [SEP] dominate its mean and their outlier dimensions suffer most
+from 8-bit activations.
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ class Quantization:
     ``fp32_ffn_output`` keeps the feed-forward output MatMuls (whose inputs are GELU outputs,
     with the widest activation ranges) in fp32: closer to fp32, about a third slower.
     ``smooth`` first rescales the fp32 graph (:mod:`stream.models.smooth`) on calibration texts.
+    ``per_token`` quantizes activations per token (:mod:`stream.models.rowwise`: labels do not
+    depend on the batch) instead of per tensor; ``reduce_range`` then means 7-bit weights with
+    8-bit activations, else 8-bit weights with 7-bit activations (both AVX2-safe).
     """
 
     weight_type: Literal["QInt8", "QUInt8"] = "QInt8"
@@ -95,26 +101,43 @@ class Quantization:
     reduce_range: bool = False
     fp32_ffn_output: bool = False
     smooth: bool = False
+    per_token: bool = False
 
     @property
     def name(self) -> str:
         scope = "per_channel" if self.per_channel else "per_tensor"
         return f"{self.weight_type}-{scope}" + "".join(
             f"-{flag}"
-            for flag in ("reduce_range", "fp32_ffn_output", "smooth")
+            for flag in ("reduce_range", "fp32_ffn_output", "smooth", "per_token")
             if getattr(self, flag)
         )
 
     def as_manifest(self) -> dict[str, Any]:
-        return {"method": "dynamic", **asdict(self), "activations": "QUInt8, per batch"}
+        activations = (
+            "QUInt8 symmetric, one scale per token: a text's embedding does not depend on its batch"
+            if self.per_token
+            else "QUInt8, one scale per tensor: a text's embedding moves with its batch"
+        )
+        return {"method": "dynamic", **asdict(self), "activations": activations}
 
 
-# Tried in this order by the build, the first meeting COSINE_BAR wins: fastest first as measured
-# with compare_quantizations. Per-tensor weights are left out: min cosine ~0.90. The last one is
-# for all-mpnet-base-v2 on AVX2 CPUs (no VNNI), where the u8 x s8 kernel's int16 pair sums
-# saturate: 7-bit weights avoid that, smoothing tames the activation outliers, and the FFN outputs
-# stay fp32 (min cosine 0.985 where the others reach -0.36 to 0.71; notes/issue3.md).
+# Tried in this order by the build, the first meeting COSINE_BAR wins. Per-token activations
+# first (batch-independent labels; 7-bit weights, safe on AVX2 CPUs without VNNI, whose u8 x s8
+# kernel saturates int16 pair sums), then with SmoothQuant rescaling and fp32 FFN outputs for
+# encoders with activation outliers (all-mpnet-base-v2). The per-tensor ``quantize_dynamic``
+# configurations follow as fallbacks, fastest first; per-tensor weights are left out (min
+# cosine ~0.90). notes/issue3.md has the measurements.
 CANDIDATES = (
+    Quantization("QInt8", per_channel=True, reduce_range=True, per_token=True),
+    Quantization("QInt8", per_channel=True, reduce_range=True, smooth=True, per_token=True),
+    Quantization(
+        "QInt8",
+        per_channel=True,
+        reduce_range=True,
+        fp32_ffn_output=True,
+        smooth=True,
+        per_token=True,
+    ),
     Quantization("QInt8", per_channel=True),
     Quantization("QInt8", per_channel=True, fp32_ffn_output=True),
     Quantization("QInt8", per_channel=True, reduce_range=True),
@@ -279,6 +302,12 @@ def quantize_int8(
     if quantization.fp32_ffn_output:
         graph = onnx.load(str(fp32), load_external_data=False).graph
         exclude = [n.name for n in graph.node if _FFN_OUTPUT.search(n.name)]
+    if quantization.per_token:
+        from stream.models.rowwise import quantize_rowwise
+
+        bits: Literal["w7", "a7"] = "w7" if quantization.reduce_range else "a7"
+        quantize_rowwise(fp32, out, bits, frozenset(exclude))
+        return
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on every call

@@ -67,13 +67,16 @@ def _matrix(analyses: Sequence[Analysis], size: int) -> Any:
     return csr_matrix((vals.astype(np.float64), ids, indptr), shape=(len(analyses), size))
 
 
-def _fit(x: Any, y: np.ndarray, x_dev: Any, y_dev: np.ndarray, k: int) -> tuple[Any, ...]:
-    """(dev macro-F1, C, V [k, features], c [k]) of the best C."""
+def _fit(
+    x: Any, y: np.ndarray, w: np.ndarray | None, x_dev: Any, y_dev: np.ndarray, k: int
+) -> tuple[Any, ...]:
+    """(dev macro-F1, C, V [k, features], c [k]) of the best C (``w``: row weights)."""
     from sklearn.linear_model import LogisticRegression
 
     best: tuple[Any, ...] | None = None
     for c in C_GRID:
-        model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(x, y)
+        model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+        model.fit(x, y, sample_weight=w)
         coef, icpt = class_rows(model.coef_, model.intercept_)
         score = macro_f1(y_dev, np.asarray(x_dev @ coef.T + icpt).argmax(axis=1), k)
         if best is None or score > best[0]:
@@ -96,7 +99,7 @@ def hybridize(
     x_tr, x_dev = _matrix(train.analyses, lexicon.size), _matrix(dev.analyses, lexicon.size)
     parts = {}
     for name, cols in (("words", slice(0, n_words)), ("chars", slice(n_words, None))):
-        score, c, coef, icpt = _fit(x_tr[:, cols], train.y, x_dev[:, cols], dev.y, k)
+        score, c, coef, icpt = _fit(x_tr[:, cols], train.y, train.weights, x_dev[:, cols], dev.y, k)
         full = np.zeros((k, lexicon.size))
         full[:, cols] = coef
         parts[name] = {"dev_macro_f1": round(score, 4), "C": c, "V": full, "c": icpt}

@@ -89,12 +89,13 @@ REVIEW_RANGE = (0.5, 0.9)
 
 @dataclass(frozen=True)
 class Split:
-    """Embeddings [N, D], label indices [N] (into the head's ``labels``) and, for hybrid
-    heads, the texts' lexical analyses."""
+    """Embeddings [N, D], label indices [N] (into the head's ``labels``), for hybrid heads
+    the texts' lexical analyses, and optional per-row training weights (None: all 1)."""
 
     x: np.ndarray
     y: np.ndarray
     analyses: Sequence[Analysis] | None = None
+    weights: np.ndarray | None = None
 
     @classmethod
     def of(
@@ -103,12 +104,14 @@ class Split:
         names: Sequence[str],
         labels: Sequence[str],
         analyses: Sequence[Analysis] | None = None,
+        weights: np.ndarray | None = None,
     ) -> Split:
         index = {name: i for i, name in enumerate(labels)}
         unknown = sorted(set(names) - set(index))
         if unknown:
             raise ValueError(f"labels {unknown} are not in {list(labels)}")
-        return cls(x, np.array([index[n] for n in names], dtype=np.int64), analyses)
+        y = np.array([index[n] for n in names], dtype=np.int64)
+        return cls(x, y, analyses, weights)
 
 
 @dataclass
@@ -259,7 +262,7 @@ def train_head(
     best: tuple[float, np.ndarray, np.ndarray] | None = None
     for c in grid:
         model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
-        model.fit(train.x, train.y)
+        model.fit(train.x, train.y, sample_weight=train.weights)
         coef, icpt = class_rows(model.coef_, model.intercept_)
         scores[c] = macro_f1(dev.y, (dev.x @ coef.T + icpt).argmax(axis=1), k)
         if best is None or scores[c] > scores[best[0]]:

@@ -1,0 +1,121 @@
+"""Per-token int8: a text's embedding does not depend on its batch; per-tensor int8 does."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.demo import sample_events
+from stream.models.bundle import Bundle
+from stream.models.export import CANDIDATES, SAMPLE_TEXTS, Quantization, cosine_stats, embed
+from stream.models.text import TextEncoder
+from stream.schemas import InputEvent
+
+from .conftest import BUNDLE
+
+pytest.importorskip("onnx", reason="quantizing needs the build extra")
+
+TEXTS = [InputEvent.model_validate_json(v).text for v in sample_events()][:12]
+FP32 = BUNDLE / "text_encoder.fp32.onnx"
+TOKENIZER = BUNDLE / "tokenizer.json"
+
+
+def _quantize(q: Quantization, out: Path) -> Path:
+    from stream.models.export import quantize_int8
+
+    quantize_int8(FP32, out, q, TOKENIZER, SAMPLE_TEXTS)
+    return out
+
+
+def _alone_vs_batched(path: Path) -> float:
+    enc = TextEncoder(path, TOKENIZER, 128, 1, 32)
+    together = enc.encode(TEXTS).embeddings
+    alone = np.stack([enc.encode([t]).embeddings[0] for t in TEXTS])
+    return float(np.abs(together - alone).max())
+
+
+@pytest.fixture(scope="module")
+def per_token(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _quantize(CANDIDATES[0], tmp_path_factory.mktemp("rowwise") / "int8.onnx")
+
+
+def test_per_token_int8_is_batch_independent_per_tensor_is_not(per_token: Path, tmp_path: Path):
+    assert CANDIDATES[0].per_token
+    assert _alone_vs_batched(per_token) < 1e-6
+    per_tensor = next(q for q in CANDIDATES if not q.per_token)
+    # the contrast shows the check can fail: one activation scale per batch tensor
+    assert _alone_vs_batched(_quantize(per_tensor, tmp_path / "dyn.onnx")) > 1e-4
+
+
+def test_per_token_int8_stays_close_to_fp32_and_is_deterministic(per_token: Path, tmp_path: Path):
+    cos = cosine_stats(
+        embed(per_token, TOKENIZER, SAMPLE_TEXTS), embed(FP32, TOKENIZER, SAMPLE_TEXTS)
+    )
+    assert cos["min"] >= 0.98, cos
+    again = _quantize(CANDIDATES[0], tmp_path / "again.onnx")
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (per_token, again)]
+    assert digest[0] == digest[1]
+    assert per_token.stat().st_size < FP32.stat().st_size / 3  # weights and embeddings int8
+
+
+def test_per_token_graph_has_no_float_weight_matmul_and_keeps_excluded_nodes(
+    per_token: Path, tmp_path: Path
+):
+    import onnx
+
+    from stream.models.rowwise import quantize_rowwise
+
+    graph = onnx.load(str(per_token)).graph
+    consts = {i.name for i in graph.initializer}
+    ops = [n.op_type for n in graph.node]
+    assert "DynamicQuantizeLinear" not in ops and ops.count("MatMulInteger") == 36  # 6 layers x 6
+    assert not [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in consts]
+    source = onnx.load(str(FP32)).graph
+    ffn = frozenset(
+        n.name for n in source.node if re.search(r"layer\.\d+/output/dense/MatMul$", n.name)
+    )
+    assert len(ffn) == 6
+    quantize_rowwise(FP32, tmp_path / "partial.onnx", "w7", ffn)
+    partial = onnx.load(str(tmp_path / "partial.onnx")).graph
+    assert {n.name for n in partial.node if n.op_type == "MatMul"} >= ffn
+    assert [n.op_type for n in partial.node].count("MatMulInteger") == 36 - len(ffn)
+
+
+def test_quantization_names_and_manifest_say_per_token():
+    q = CANDIDATES[0]
+    assert q.name == "QInt8-per_channel-reduce_range-per_token"
+    assert "per token" in q.as_manifest()["activations"]
+    assert "per tensor" in Quantization().as_manifest()["activations"]
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_rowwise_matmul_on_a_tiny_graph_ignores_other_rows(opset: int, tmp_path: Path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from stream.models.rowwise import quantize_rowwise
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 4])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.save(model, str(tmp_path / "f.onnx"))
+    quantize_rowwise(tmp_path / "f.onnx", tmp_path / "q.onnx")
+    run = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run
+    x = rng.normal(size=(1, 3, 8)).astype(np.float32)
+    loud = 1000 * rng.normal(size=(1, 3, 8)).astype(np.float32)
+    alone = run(None, {"x": x})[0]
+    together = run(None, {"x": np.concatenate([x, loud])})[0]
+    np.testing.assert_array_equal(together[:1], alone)  # the loud rows do not change its scale
+    np.testing.assert_allclose(alone, x @ w, atol=0.05 * np.abs(x @ w).max())
