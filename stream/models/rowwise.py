@@ -57,6 +57,7 @@ class _Rewriter:
         self.qmax_w = 63.0 if bits == "w7" else 127.0
         qmax_a, zero = (127.0, 128) if bits == "w7" else (63.0, 64)
         self.nodes: list[Any] = []
+        self.done: set[str] = set()  # quantized weights already stored
         self.quantized: dict[str, tuple[str, str]] = {}  # activation -> (uint8 rows, scales)
         self._const("rw_eps", np.array(_EPS, np.float32))
         self._const("rw_qmax_a", np.array(qmax_a, np.float32))
@@ -96,13 +97,17 @@ class _Rewriter:
     def matmul(self, node: Any) -> None:
         """Replace ``node`` (x @ W, W a constant [K, N]) by the per-row integer product."""
         x, w_name = node.input
-        w = self.onnx.numpy_helper.to_array(self.inits[w_name]).astype(np.float32)
-        w_scale = np.maximum(np.abs(w).max(axis=0), _EPS) / self.qmax_w
-        wq = np.clip(np.round(w / w_scale), -self.qmax_w, self.qmax_w).astype(np.int8)
-        q, scale = self.activation(x)
         p = f"rw/{w_name}/"
-        wq_name = self._const(p + "wq", wq)
-        ws_name = self._const(p + "w_scale", w_scale.astype(np.float32))
+        wq_name, ws_name = p + "wq", p + "w_scale"
+        if wq_name not in self.done:  # a weight shared by two MatMuls is stored once
+            w = self.onnx.numpy_helper.to_array(self.inits[w_name]).astype(np.float32)
+            w_scale = np.maximum(np.abs(w).max(axis=0), _EPS) / self.qmax_w
+            wq = np.clip(np.round(w / w_scale), -self.qmax_w, self.qmax_w).astype(np.int8)
+            self._const(wq_name, wq)
+            self._const(ws_name, w_scale.astype(np.float32))
+            self.done.add(wq_name)
+        q, scale = self.activation(x)
+        p = f"rw/{node.name or node.output[0]}/"
         self.nodes.append(
             self.onnx.helper.make_node(
                 "MatMulInteger", [q, wq_name, "rw_zero_u8"], [p + "int32"], name=p + "mm"
