@@ -190,3 +190,4 @@ def test_cli_offers_the_encoders():
 
     out = CliRunner().invoke(cli, ["models", "build", "--help"]).output
     assert "--encoder [minilm|mpnet]" in out and "--drop-links / --keep-links" in out
+    assert "--int8-activations [per-token|per-tensor]" in out

@@ -112,15 +112,23 @@ def test_written_tokenizer_drops_links_and_keeps_offsets(tmp_path: Path):
 
 
 def test_a_drop_links_build_encodes_a_tweet_as_if_it_had_no_links(tmp_path: Path):
-    """``models build --drop-links`` end to end on the data-free path (no fine-tuning): the
-    bundle's encoder never sees links, and says so in its manifest."""
+    """``models build --drop-links --int8-activations per-tensor`` end to end on the data-free
+    path (no fine-tuning): the bundle's encoder never sees links, is quantized per tensor (the
+    faster, batch-dependent int8), and says both in its manifest."""
     pytest.importorskip("torch", reason="building needs the build extra")
     from stream.models.build import build_bundle
 
-    out = build_bundle(tmp_path / "b", None, lambda _m: None, drop_links=True)
+    out = build_bundle(
+        tmp_path / "b", None, lambda _m: None, drop_links=True, activations="per-tensor"
+    )
     bundle = load_bundle(out)
     assert "links" in (bundle.manifest.text_encoder.model_extra or {})["preprocessing"]
-    assert bundle.manifest.build_command.endswith("--drop-links --no-image")
+    assert bundle.manifest.build_command.endswith(
+        "--drop-links --no-image --int8-activations per-tensor"
+    )
+    quantization = bundle.manifest.text_encoder.quantization
+    assert quantization["per_token"] is False and "per tensor" in quantization["activations"]
+    assert all(not c["config"].endswith("per_token") for c in quantization["candidates_tried"])
     texts = ["Bridge down https://t.co/AbC12xy in Houston", "Bridge down  in Houston"]
     enc = bundle.encoder.encode(texts)
     np.testing.assert_allclose(enc.embeddings[0], enc.embeddings[1], atol=1e-6)

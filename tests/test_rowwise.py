@@ -119,3 +119,12 @@ def test_rowwise_matmul_on_a_tiny_graph_ignores_other_rows(opset: int, tmp_path:
     together = run(None, {"x": np.concatenate([x, loud])})[0]
     np.testing.assert_array_equal(together[:1], alone)  # the loud rows do not change its scale
     np.testing.assert_allclose(alone, x @ w, atol=0.05 * np.abs(x @ w).max())
+
+
+def test_candidates_for_per_tensor_leave_out_every_per_token_one():
+    from stream.models.export import candidates_for
+
+    assert candidates_for() == CANDIDATES and candidates_for("per-token")[0].per_token
+    fast = candidates_for("per-tensor")
+    assert fast and not any(q.per_token for q in fast)
+    assert [q for q in CANDIDATES if not q.per_token] == list(fast)

@@ -63,6 +63,7 @@ def _encoder_section(
     model_dir: Path,
     model_id: str,
     calibration: Sequence[str] = export.SAMPLE_TEXTS,
+    candidates: Sequence[export.Quantization] = export.CANDIDATES,
 ) -> dict[str, Any]:
     """Export (the package weights, or the fine-tuned ones, in ``model_dir``), quantize (first
     candidate meeting the cosine bar vs that fp32 export) and measure the text encoder.
@@ -74,7 +75,7 @@ def _encoder_section(
     progress(f"text encoder exported to ONNX fp32 (max |onnx - torch| = {diff:.1e})")
     ref = export.embed(stage / FP32, stage / TOKENIZER, check_texts)
     tried: list[dict[str, Any]] = []
-    for q in export.CANDIDATES:
+    for q in candidates:
         export.quantize_int8(stage / FP32, stage / INT8, q, tokenizer, calibration)
         cos = export.cosine_stats(export.embed(stage / INT8, stage / TOKENIZER, check_texts), ref)
         tried.append({"config": q.name, "cosine_vs_fp32": cos})
@@ -176,12 +177,19 @@ def _finetune(
     )
 
 
-def _command(out_dir: Path, choice: EncoderChoice, drop_links: bool, image: bool) -> str:
+def _command(
+    out_dir: Path,
+    choice: EncoderChoice,
+    drop_links: bool,
+    image: bool,
+    activations: export.Activations = "per-token",
+) -> str:
     """The ``models build`` command line that rebuilds this bundle."""
     flags = "" if choice.key == "minilm" else f" --encoder {choice.key}"
     if drop_links != choice.drop_links:
         flags += " --drop-links" if drop_links else " --keep-links"
     flags += "" if image else " --no-image"
+    flags += "" if activations == "per-token" else f" --int8-activations {activations}"
     return f"crisis-stream models build --out {out_dir}{flags}"
 
 
@@ -250,6 +258,7 @@ def build_bundle(
     finetune: bool | None = None,
     drop_links: bool | None = None,
     encoder: str = "minilm",
+    activations: export.Activations = "per-token",
 ) -> Path:
     """Build a bundle into ``out_dir`` and return it.
 
@@ -260,7 +269,8 @@ def build_bundle(
     unless ``$CRISIS_STREAM_FINETUNE`` is ``0``); ``drop_links`` gives the encoder a tokenizer
     that drops links (:mod:`stream.models.links`): ~3x the encoder's speed on tweets, but
     humanitarian dev macro-F1 fell 0.010, so it is opt-in for MiniLM (default: the encoder's
-    own choice); ``encoder`` is a key of :data:`stream.models.encoders.ENCODERS`.
+    own choice); ``encoder`` is a key of :data:`stream.models.encoders.ENCODERS`;
+    ``activations``: which int8 candidates to try (:func:`stream.models.export.candidates_for`).
     """
     if encoder not in ENCODERS:
         raise BundleError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
@@ -293,6 +303,7 @@ def build_bundle(
             tuned.model_dir if tuned else source,
             choice.model_id,
             _calibration_texts(data_dir),
+            export.candidates_for(activations),
         )
         if drop_links:
             section["preprocessing"] = f"links ({LINK_PATTERN}) removed by the tokenizer"
@@ -324,7 +335,7 @@ def build_bundle(
             "format": 1,
             "name": choice.bundle_name,
             "version": BUNDLE_VERSION,
-            "build_command": command or _command(out_dir, choice, drop_links, image),
+            "build_command": command or _command(out_dir, choice, drop_links, image, activations),
             "built_from": {
                 "text": choice.describe(),
                 "data": DATA_NOTE if data_dir is not None else None,
