@@ -12,10 +12,10 @@ one activation scale per token, so a text's embedding never depends on its batch
 batch of 32"). ``quantize_dynamic`` remains the fallback. Measured on the 2-core build machine
 with :func:`compare_quantizations`: per-tensor weights lose too much (min cosine vs fp32 ~0.90 on
 tweets), per-channel QInt8 keeps min ~0.98 / mean 0.992; per-token with 7-bit weights keeps mean
-0.9965 / min 0.985 at 0.95x the speed of ``quantize_dynamic`` (1.2x fp32) on an AVX2 CPU. The
-build re-checks the bar on real tweets and falls back along :data:`CANDIDATES`. A one-word text
-("ok") scores ~0.97: [CLS] and [SEP] dominate its mean and their outlier dimensions suffer most
-from 8-bit activations.
+0.9965 / min 0.985 at 0.68-0.77x the speed of ``quantize_dynamic`` per-channel (1.2-1.3x fp32)
+on an AVX2 CPU. The build re-checks the bar on real tweets and falls back along
+:data:`CANDIDATES`. A one-word text ("ok") scores ~0.97: [CLS] and [SEP] dominate its mean and
+their outlier dimensions suffer most from 8-bit activations.
 """
 
 from __future__ import annotations
