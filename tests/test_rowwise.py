@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.demo import sample_events
 from stream.models.bundle import Bundle
@@ -128,3 +130,26 @@ def test_candidates_for_per_tensor_leave_out_every_per_token_one():
     fast = candidates_for("per-tensor")
     assert fast and not any(q.per_token for q in fast)
     assert [q for q in CANDIDATES if not q.per_token] == list(fast)
+
+
+@settings(max_examples=25, deadline=None)
+@given(picks=st.lists(st.integers(0, len(TEXTS) - 1), min_size=1, max_size=40))
+def test_any_batch_composition_gives_each_text_its_alone_embedding(
+    bundle: Bundle, picks: list[int]
+):
+    """Whatever shares its batch (order, repeats, long or short neighbours), a text of a
+    per-token bundle gets the bits it gets alone: the label is a function of the text."""
+    if not bundle.manifest.text_encoder.quantization.get("per_token"):
+        pytest.skip("the bundle fell back to per-tensor int8")
+    alone = _alone(bundle)
+    batch = bundle.encoder.encode([TEXTS[i] for i in picks]).embeddings
+    np.testing.assert_array_equal(batch, alone[picks])
+
+
+_ALONE: dict[str, np.ndarray] = {}
+
+
+def _alone(bundle: Bundle) -> np.ndarray:
+    if bundle.sha256 not in _ALONE:
+        _ALONE[bundle.sha256] = np.stack([bundle.encoder.encode([t]).embeddings[0] for t in TEXTS])
+    return _ALONE[bundle.sha256]
