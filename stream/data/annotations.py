@@ -15,13 +15,12 @@ reads files and never looks at a test label.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Collection
 from pathlib import Path
 
 import ftfy
 
-from stream.data.crisismmd import CrisisRow, read_rows
+from stream.data.crisismmd import CrisisRow, read_rows, tsv_records
 
 __all__ = ["HUMANITARIAN_MERGE", "humanitarian_all_dev_test", "humanitarian_extra_train"]
 
@@ -64,21 +63,17 @@ def humanitarian_extra_train(
         return []
     skip = {r.tweet_id for r in held} | set(exclude_ids)
     banned = set(exclude_texts) | {r.text for r in held}
-    csv.field_size_limit(1 << 24)
     rows: dict[str, CrisisRow] = {}
     for path in files:
-        with open(path, newline="", encoding="utf-8") as f:
-            for rec in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-                tweet_id = rec["tweet_id"]
-                if tweet_id in skip or tweet_id in rows:
-                    continue
-                label = HUMANITARIAN_MERGE.get(rec["text_human"], rec["text_human"])
-                text = ftfy.fix_text(rec["tweet_text"] or "")
-                if label not in _LABELS or text in banned:
-                    continue
-                image = (rec.get("image_path") or "").strip()
-                event = path.name.removesuffix("_final_data.tsv")
-                rows[tweet_id] = CrisisRow(
-                    tweet_id, event, text, label, Path(image) if image else None
-                )
+        event = path.name.removesuffix("_final_data.tsv")
+        for rec in tsv_records(path):
+            tweet_id = rec["tweet_id"]
+            if tweet_id in skip or tweet_id in rows:
+                continue
+            label = HUMANITARIAN_MERGE.get(rec["text_human"], rec["text_human"])
+            text = ftfy.fix_text(rec["tweet_text"] or "")
+            if label not in _LABELS or text in banned:
+                continue
+            image = (rec.get("image_path") or "").strip()
+            rows[tweet_id] = CrisisRow(tweet_id, event, text, label, Path(image) if image else None)
     return [rows[k] for k in sorted(rows)]

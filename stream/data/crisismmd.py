@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +30,7 @@ __all__ = [
     "load_split",
     "read_rows",
     "split_path",
+    "tsv_records",
 ]
 
 ENV_VAR = "CRISIS_STREAM_DATA"
@@ -71,27 +73,33 @@ def split_path(data_dir: Path, task: str, split: str, variant: Variant = "agreed
     return data_dir / "splits" / "informative_all" / f"task_informative_text_img_{split}.tsv"
 
 
+def tsv_records(path: Path) -> Iterator[dict[str, str]]:
+    """The records of one CrisisMMD TSV as dicts: tab-separated, no quoting (tweets contain
+    quote characters), fields longer than csv's default limit allowed."""
+    csv.field_size_limit(1 << 24)
+    with open(path, newline="", encoding="utf-8") as f:
+        yield from csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+
+
 def read_rows(path: Path) -> list[CrisisRow]:
     """Rows of one split TSV, text repaired, one per tweet (first occurrence kept)."""
-    csv.field_size_limit(1 << 24)
     seen: set[str] = set()
     rows: list[CrisisRow] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for rec in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            tweet_id = rec["tweet_id"]
-            if tweet_id in seen:
-                continue
-            seen.add(tweet_id)
-            image = (rec.get("image") or "").strip()
-            rows.append(
-                CrisisRow(
-                    tweet_id=tweet_id,
-                    event=rec["event_name"],
-                    text=ftfy.fix_text(rec["tweet_text"] or ""),
-                    label=rec["label_text"] or rec["label"],
-                    image=Path(image) if image else None,
-                )
+    for rec in tsv_records(path):
+        tweet_id = rec["tweet_id"]
+        if tweet_id in seen:
+            continue
+        seen.add(tweet_id)
+        image = (rec.get("image") or "").strip()
+        rows.append(
+            CrisisRow(
+                tweet_id=tweet_id,
+                event=rec["event_name"],
+                text=ftfy.fix_text(rec["tweet_text"] or ""),
+                label=rec["label_text"] or rec["label"],
+                image=Path(image) if image else None,
             )
+        )
     return rows
 
 

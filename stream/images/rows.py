@@ -9,12 +9,13 @@ per-tweet text loader (:mod:`stream.data.crisismmd`) rows stay per image, and th
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import ftfy
+
+from stream.data.crisismmd import tsv_records
 
 __all__ = ["ImageRow", "read_image_rows"]
 
@@ -40,22 +41,20 @@ def read_image_rows(data_dir: Path) -> list[ImageRow]:
     path = data_dir / ROWS_FILE
     if not path.is_file():
         return []
-    csv.field_size_limit(1 << 24)
     rows: list[ImageRow] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for rec in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            m = _SOURCE.match(rec["source_file"])
-            if m is None or not rec["image"]:
-                continue
-            rows.append(
-                ImageRow(
-                    task=m["task"],
-                    split=m["split"],
-                    agreed=bool(m["agreed"]),
-                    tweet_id=rec["tweet_id"],
-                    text=ftfy.fix_text(rec["tweet_text"] or ""),
-                    image=data_dir / "images" / rec["image"],
-                    label=rec.get("label_text") or rec["label"],
-                )
+    for rec in tsv_records(path):
+        m = _SOURCE.match(rec["source_file"])
+        if m is None or not rec["image"]:
+            continue
+        rows.append(
+            ImageRow(
+                task=m["task"],
+                split=m["split"],
+                agreed=bool(m["agreed"]),
+                tweet_id=rec["tweet_id"],
+                text=ftfy.fix_text(rec["tweet_text"] or ""),
+                image=data_dir / "images" / rec["image"],
+                label=rec.get("label_text") or rec["label"],
             )
+        )
     return rows
