@@ -50,6 +50,7 @@ __all__ = [
     "cosine_stats",
     "embed",
     "export_fp32",
+    "onnx_module",
     "quantize_int8",
     "source_description",
     "source_model_dir",
@@ -282,6 +283,17 @@ def export_fp32(out: Path, model_dir: Path | None = None) -> float:
         real = feeds["attention_mask"].astype(bool)
         worst = max(worst, float(np.abs(got - ref)[real].max()))
     return worst
+
+
+def onnx_module() -> Any:
+    """The ``onnx`` package (with ``numpy_helper``), or the error naming the build extra: the
+    graph rewrites of :mod:`stream.models.smooth` and :mod:`stream.models.rowwise` need it."""
+    try:
+        import onnx
+        import onnx.numpy_helper
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "onnx", "build") from exc
+    return onnx
 
 
 def quantize_int8(

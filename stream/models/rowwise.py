@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stream.errors import MissingExtraError
+from stream.models.export import onnx_module
 
 __all__ = ["Bits", "quantize_rowwise"]
 
@@ -37,20 +37,11 @@ Bits = Literal["w7", "a7"]
 _EPS = 1e-8
 
 
-def _onnx() -> Any:
-    try:
-        import onnx
-        import onnx.numpy_helper
-    except ImportError as exc:
-        raise MissingExtraError(exc.name or "onnx", "build") from exc
-    return onnx
-
-
 class _Rewriter:
     """Collects the new nodes and initializers of one graph rewrite."""
 
     def __init__(self, graph: Any, bits: Bits, opset: int) -> None:
-        self.onnx = _onnx()
+        self.onnx = onnx_module()
         self.graph = graph
         self.axes_input = opset >= 18
         self.inits = {i.name: i for i in graph.initializer}
@@ -97,8 +88,7 @@ class _Rewriter:
     def matmul(self, node: Any) -> None:
         """Replace ``node`` (x @ W, W a constant [K, N]) by the per-row integer product."""
         x, w_name = node.input
-        p = f"rw/{w_name}/"
-        wq_name, ws_name = p + "wq", p + "w_scale"
+        wq_name, ws_name = f"rw/{w_name}/wq", f"rw/{w_name}/w_scale"
         if wq_name not in self.done:  # a weight shared by two MatMuls is stored once
             w = self.onnx.numpy_helper.to_array(self.inits[w_name]).astype(np.float32)
             w_scale = np.maximum(np.abs(w).max(axis=0), _EPS) / self.qmax_w
@@ -141,7 +131,7 @@ def quantize_rowwise(
     """Write ``out``: ``fp32`` with every constant-weight MatMul (but those named in
     ``exclude``) quantized per token as described above, and its 2-D embedding tables int8.
     Deterministic: the same input gives the same bytes."""
-    onnx = _onnx()
+    onnx = onnx_module()
     model = onnx.load(str(fp32))
     graph = model.graph
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

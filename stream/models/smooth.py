@@ -21,20 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import MissingExtraError
+from stream.models.export import onnx_module
 
 __all__ = ["smooth"]
 
 ALPHA = 0.5  # migration strength (SmoothQuant's default for encoders)
-
-
-def _onnx() -> Any:
-    try:
-        import onnx
-        import onnx.numpy_helper
-    except ImportError as exc:
-        raise MissingExtraError(exc.name or "onnx", "build") from exc
-    return onnx
 
 
 def _input_maxima(
@@ -44,7 +35,7 @@ def _input_maxima(
     tensors become extra graph outputs for one session, then the outputs are put back."""
     import onnxruntime as ort
 
-    onnx = _onnx()
+    onnx = onnx_module()
     outputs = len(model.graph.output)
     known = {o.name for o in model.graph.output}
     model.graph.output.extend(
@@ -71,7 +62,7 @@ def smooth(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]]) -> int:
     """Write ``src`` rescaled into ``dst`` (same function in fp32); return how many MatMul
     inputs were rescaled. ``feeds``: calibration batches as the runtime builds them (keys the
     graph has no input for, e.g. ``token_type_ids`` for MPNet, are ignored)."""
-    onnx = _onnx()
+    onnx = onnx_module()
     to_array, from_array = onnx.numpy_helper.to_array, onnx.numpy_helper.from_array
     model = onnx.load(str(src))
     graph = model.graph
