@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import click
 import orjson
 
 from stream.errors import CrisisStreamError
 from stream.settings import Settings
+
+if TYPE_CHECKING:
+    from stream.models.export import Activations
 
 __all__ = ["main"]
 
@@ -233,7 +236,7 @@ def models_build(
     image: bool,
     drop_links: bool | None,
     encoder: str,
-    activations: Literal["per-token", "per-tensor"],
+    activations: Activations,
 ) -> None:
     """Build a bundle from package-shipped weights (needs the build extra): the text encoder
     and heads, and (unless --no-image) the image encoder, concept space and fusion."""
