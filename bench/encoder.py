@@ -21,6 +21,7 @@ from common import BUNDLE, crisis_texts, interleaved_ratios, table, unique_texts
 from tokenizers import Encoding
 
 from stream.models.bundle import read_manifest
+from stream.models.export import CANDIDATES, quantize_int8
 from stream.models.text import TextEncoder
 
 LEVELS = {
@@ -248,20 +249,16 @@ def main() -> None:
         "pad to max_length 128, b32": runner(make("int8", 32), texts, 32, "max"),
         "pad to max_length 128, b1": runner(make("int8", 1), texts, 1, "max"),
     }
+    work = Path(tempfile.gettempdir()) / "crisis-bench"
+    work.mkdir(exist_ok=True)
     if not args.skip_per_tensor:
-        work = Path(tempfile.gettempdir()) / "crisis-bench"
-        work.mkdir(exist_ok=True)
         pt = per_tensor_model(files["fp32"], work)
         pt_enc = TextEncoder(pt, tok, spec.max_length, None, 32)
         eff["per-tensor int8 weights"] = runner(pt_enc, texts, 32, "sorted")
     # the other kind of dynamic int8: per-tensor activations (quantize_dynamic) when the
     # bundle ships per-token, per-token (stream.models.rowwise) when it ships per-tensor
-    from stream.models.export import CANDIDATES, quantize_int8
-
     shipped_per_token = bool(spec.quantization.get("per_token"))
     other_q = next(q for q in CANDIDATES if q.per_token != shipped_per_token and not q.smooth)
-    work = Path(tempfile.gettempdir()) / "crisis-bench"
-    work.mkdir(exist_ok=True)
     other_path = work / f"text_encoder.{other_q.name}.onnx"
     quantize_int8(files["fp32"], other_path, other_q, tok)
     other_enc = TextEncoder(other_path, tok, spec.max_length, None, 32)
@@ -269,8 +266,6 @@ def main() -> None:
     eff[other_name] = runner(other_enc, texts, 32, "sorted")
     qdq_enc: TextEncoder | None = None
     if not args.skip_qdq:
-        work = Path(tempfile.gettempdir()) / "crisis-bench"
-        work.mkdir(exist_ok=True)
         calib = unique_texts(crisis_texts(["train"]))[:256]
         qdq = qdq_model(files["fp32"], work, make("fp32", 32), calib)
         qdq_enc = TextEncoder(qdq, tok, spec.max_length, None, 32)
