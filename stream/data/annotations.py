@@ -29,13 +29,6 @@ HUMANITARIAN_MERGE = {
     "missing_or_found_people": "affected_individuals",
     "vehicle_damage": "infrastructure_and_utility_damage",
 }
-_LABELS = {
-    "affected_individuals",
-    "infrastructure_and_utility_damage",
-    "not_humanitarian",
-    "other_relevant_information",
-    "rescue_volunteering_or_donation_effort",
-}
 
 
 def _all_split(data_dir: Path, split: str) -> Path:
@@ -57,6 +50,9 @@ def humanitarian_extra_train(
     one per tweet, sorted by tweet id; minus ``exclude_ids`` (e.g. the agreed train split,
     already used) and any tweet whose repaired text is in ``exclude_texts``. Empty when the
     annotation files or the all-label dev/test files are missing (no split to subtract)."""
+    from stream.models.train import LABELS  # the heads' 5 classes (lazy: a models import)
+
+    classes = set(LABELS["humanitarian"])
     held = humanitarian_all_dev_test(data_dir)
     files = sorted((data_dir / "annotations").glob("*_final_data.tsv"))
     if held is None or not files:
@@ -72,7 +68,7 @@ def humanitarian_extra_train(
                 continue
             label = HUMANITARIAN_MERGE.get(rec["text_human"], rec["text_human"])
             text = ftfy.fix_text(rec["tweet_text"] or "")
-            if label not in _LABELS or text in banned:
+            if label not in classes or text in banned:
                 continue
             image = (rec.get("image_path") or "").strip()
             rows[tweet_id] = CrisisRow(tweet_id, event, text, label, Path(image) if image else None)
