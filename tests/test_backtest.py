@@ -309,3 +309,23 @@ def test_backtest_macro_f1_equals_evaluate_on_the_crisismmd_test_split(
     noida: BrokerHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     _backtest_equals_evaluate(noida, tmp_path, None, monkeypatch)
+
+
+MULTILINGUAL = Path(__file__).resolve().parent.parent / "stream" / "samples" / "multilingual.jsonl"
+
+
+def test_evaluate_scores_each_language_apart(tmp_path: Path):
+    """``--by-lang`` on the shipped parallel sample (20 tweets in 6 languages): one line and one
+    JSON entry per language, each over that language's events only."""
+    path = tmp_path / "ev.json"
+    args = ["--bundle", str(BUNDLE), "--data", str(MULTILINGUAL), "--task", "humanitarian"]
+    res = CliRunner().invoke(evaluate_cmd, [*args, "--by-lang", "--json", str(path)])
+    assert res.exit_code == 0, res.output
+    doc = orjson.loads(path.read_bytes())
+    assert doc["n"] == 120 and sorted(doc["by_lang"]) == ["en", "es", "fr", "id", "it", "pt"]
+    for lang, ev in doc["by_lang"].items():
+        assert ev["n"] == 20 and f"lang {lang:>8}: n   20" in res.output
+    correct = sum(round(ev["accuracy"] * 20) for ev in doc["by_lang"].values())
+    assert correct == round(doc["accuracy"] * 120)
+    res = CliRunner().invoke(evaluate_cmd, [*args, "--task", "nope"])
+    assert res.exit_code != 0 and "no 'nope' head" in str(res.exception or res.output)

@@ -189,5 +189,5 @@ def test_cli_offers_the_encoders():
     from stream.cli import cli
 
     out = CliRunner().invoke(cli, ["models", "build", "--help"]).output
-    assert "--encoder [minilm|mpnet]" in out and "--drop-links / --keep-links" in out
+    assert "--encoder [minilm|mpnet|e5]" in out and "--drop-links / --keep-links" in out
     assert "--int8-activations [per-token|per-tensor]" in out

