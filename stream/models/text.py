@@ -40,6 +40,19 @@ def make_session(
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def text_offsets(text: str, offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Token spans without leading whitespace. SentencePiece tokenizers (XLM-R's Metaspace)
+    count the space before a word into its first token's span, so every word's span would
+    touch the previous one and the rationale (which joins touching spans, to keep ``#flood``
+    and ``don't`` whole) would read a whole sentence as one word."""
+    out = []
+    for start, end in offsets:
+        while start < end and text[start].isspace():
+            start += 1
+        out.append((start, end))
+    return out
+
+
 @dataclass(frozen=True)
 class TextEncoding:
     """Encoder output for N texts, in input order.
@@ -136,7 +149,7 @@ class TextEncoder:
             embeddings=emb,
             tokens=tokens,
             scale=scale,
-            offsets=[list(e.offsets) for e in encs],
+            offsets=[text_offsets(t, e.offsets) for t, e in zip(texts, encs, strict=True)],
             word_ids=[list(e.word_ids) for e in encs],
         )
 
