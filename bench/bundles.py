@@ -1,11 +1,12 @@
-"""Bundle against bundle: what an opt-in encoder (``models build --encoder mpnet``) costs the
-worker, as ratios to the default MiniLM bundle measured interleaved in the same process.
+"""Bundle against bundle: what an opt-in encoder (``models build --encoder mpnet`` or
+``--encoder e5``) costs the worker, as ratios to the default MiniLM bundle measured interleaved
+in the same process.
 
 Two rates per bundle, on distinct CrisisMMD dev tweets (text events, no images): the bare text
 encoder (int8, batches of 32) and the whole labelling step (``Pipeline.label``: encoder, hybrid
 heads, rationales), plus each bundle's loaded size. The baseline is the first bundle.
 
-    .venv/bin/python bench/bundles.py models/minilm-crisis models/mpnet-crisis
+    .venv/bin/python bench/bundles.py models/minilm-crisis models/mpnet-crisis models/e5-crisis
 """
 
 from __future__ import annotations
