@@ -17,6 +17,7 @@ import pytest
 from stream.errors import BundleError
 from stream.models import e5
 from stream.models.bundle import load_bundle
+from stream.models.weights_dir import package_file
 from stream.rationale import word_shares
 
 from .test_encoders import tiny_model
@@ -58,7 +59,7 @@ def test_not_an_e5s1_file_is_refused(tmp_path: Path):
 @pytest.fixture(scope="module")
 def xlmr_tokenizer() -> Path:
     pytest.importorskip("semantra_multilingual", reason="needs the e5 extra")
-    return e5._package_file(e5._TOKENIZER_PKG, "multilingual-e5-small/tokenizer.json")
+    return package_file(e5._TOKENIZER_PKG, "e5", "multilingual-e5-small/tokenizer.json")
 
 
 def test_query_prefix_is_a_template_with_the_texts_own_offsets(xlmr_tokenizer, tmp_path):

