@@ -14,7 +14,7 @@ from stream.metrics_eval import Evaluation, evaluate_predictions
 from stream.pipeline import Pipeline
 from stream.schemas import InputEvent, LabeledEvent, Origin
 
-__all__ = ["check_task", "evaluate_events", "label_events", "score_by_language", "score_labelled"]
+__all__ = ["check_task", "label_events", "score_by_language", "score_labelled"]
 
 
 def check_task(pipeline: Pipeline, task: str) -> None:
@@ -63,14 +63,3 @@ def score_by_language(labelled: Sequence[LabeledEvent], task: str) -> dict[str, 
         if e.gold and task in e.gold and task in e.labels:
             groups.setdefault(e.lang or "unknown", []).append(e)
     return {lang: score_labelled(groups[lang], task) for lang in sorted(groups)}
-
-
-def evaluate_events(
-    pipeline: Pipeline,
-    events: Sequence[InputEvent],
-    task: str,
-    batch_size: int = 32,
-    on_batch: Callable[[int], None] | None = None,
-) -> Evaluation:
-    check_task(pipeline, task)
-    return score_labelled(label_events(pipeline, events, batch_size, on_batch=on_batch), task)
