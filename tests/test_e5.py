@@ -20,6 +20,7 @@ from stream.models.bundle import load_bundle
 from stream.models.weights_dir import package_file
 from stream.rationale import word_shares
 
+from .test_backtest import MULTILINGUAL
 from .test_encoders import tiny_model
 
 TEXTS = [
@@ -163,7 +164,6 @@ def test_e5_directory_override_must_hold_a_model(tmp_path, monkeypatch):
 
 
 E5_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "e5-crisis"
-SAMPLE = Path(__file__).resolve().parent.parent / "stream" / "samples" / "multilingual.jsonl"
 
 
 @pytest.mark.skipif(
@@ -180,7 +180,7 @@ def test_e5_bundle_labels_every_language_of_the_parallel_sample():
     from stream.settings import Settings
 
     pipeline = build_pipeline(Settings(bundle=E5_BUNDLE, reload_interval_s=0))
-    labelled = label_events(pipeline, read_events(SAMPLE, "humanitarian", None))
+    labelled = label_events(pipeline, read_events(MULTILINGUAL, "humanitarian", None))
     for task, bar in (("informative", 0.8), ("humanitarian", 0.7)):
         by_lang = score_by_language(labelled, task)
         assert sorted(by_lang) == ["en", "es", "fr", "id", "it", "pt"]
