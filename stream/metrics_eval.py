@@ -1,5 +1,5 @@
 """Classification metrics at runtime (pure numpy): accuracy, macro-F1, per-class F1, confusion
-matrix and expected calibration error.
+matrix, expected calibration error, and bootstrap intervals of the first two.
 
 The worker image carries no scikit-learn, yet ``crisis-stream evaluate`` and backtests must score
 labelled events where they run; these follow scikit-learn's definitions (macro-F1 over the labels
@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from stream.metrics_ci import RESAMPLES, Interval, bootstrap_intervals
 
 __all__ = [
     "N_BINS",
@@ -63,6 +65,8 @@ class Evaluation:
     confusion: list[list[int]]
     ece: float
     reliability: list[ReliabilityBin] = field(default_factory=list)
+    #: bootstrap intervals of ``accuracy`` and ``macro_f1`` (empty when not computed)
+    intervals: dict[str, Interval] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,9 +123,11 @@ def evaluate_predictions(
     y_pred: Sequence[str],
     confidence: Sequence[float] | None = None,
     model_labels: Sequence[str] = (),
+    resamples: int = RESAMPLES,
 ) -> Evaluation:
     """Score predictions against gold labels; ``confidence`` is the predicted label's
-    probability (for the ECE; omitted -> ECE 0 and no reliability bins)."""
+    probability (for the ECE; omitted -> ECE 0 and no reliability bins); ``resamples`` > 0
+    adds 95 % bootstrap intervals (:mod:`stream.metrics_ci`)."""
     if len(y_true) != len(y_pred):
         raise ValueError("y_true and y_pred differ in length")
     labels = label_order(model_labels, y_true, y_pred)
@@ -142,6 +148,7 @@ def evaluate_predictions(
     if confidence is not None:
         correct = [t == p for t, p in zip(y_true, y_pred, strict=True)]
         ece, bins = expected_calibration_error(confidence, correct)
+    intervals = bootstrap_intervals(y_true, y_pred, labels, resamples) if resamples and n else {}
     return Evaluation(
         n=n,
         labels=labels,
@@ -151,6 +158,7 @@ def evaluate_predictions(
         confusion=cm.tolist(),
         ece=ece,
         reliability=bins,
+        intervals=intervals,
     )
 
 
@@ -160,6 +168,12 @@ def format_evaluation(ev: Evaluation, title: str = "") -> str:
     lines.append(
         f"n={ev.n}  accuracy={ev.accuracy:.4f}  macro-F1={ev.macro_f1:.4f}  ECE={ev.ece:.4f}"
     )
+    if ev.intervals:
+        acc, f1 = ev.intervals["accuracy"], ev.intervals["macro_f1"]
+        lines.append(
+            f"{acc.level:.0%} interval (bootstrap over events, {acc.resamples} resamples): "
+            f"accuracy [{acc.low:.4f}, {acc.high:.4f}]  macro-F1 [{f1.low:.4f}, {f1.high:.4f}]"
+        )
     width = max([len(lab) for lab in ev.labels] + [5])
     lines.append(f"{'class':<{width}}  precision  recall      f1  support")
     for lab, s in ev.per_class.items():

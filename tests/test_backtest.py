@@ -210,10 +210,18 @@ def test_backtest_against_the_live_labelled_topic_renders_a_report(
     )
     assert task["gold"]["b"]["macro_f1"] == pytest.approx(live_scores.macro_f1)
     assert task["gold"]["b"]["ece"] == pytest.approx(live_scores.ece)
+    diff = task["gold_difference"]
+    assert diff["n"] == 24 and diff["macro_f1"]["delta"] == pytest.approx(
+        task["gold"]["b"]["macro_f1"] - task["gold"]["a"]["macro_f1"]
+    )
+    assert diff["macro_f1"]["low"] <= diff["macro_f1"]["delta"] <= diff["macro_f1"]["high"]
+    a_f1 = task["gold"]["a"]["intervals"]["macro_f1"]
+    assert a_f1["low"] <= task["gold"]["a"]["macro_f1"] <= a_f1["high"]
     on_disk = orjson.loads((tmp_path / "summary.json").read_bytes())
     assert on_disk["tasks"]["informative"]["gold"] == task["gold"]
 
     html = (tmp_path / "report.html").read_text()
+    assert "B − A on the 24 events both labelled" in html and "bootstrap interval" in html
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
     # informative: A vs B, 2 confusions, F1 bars, reliability; any other task: A vs B only
     assert _svgs_are_well_formed(html) == 5 + len(bundle.heads) - 1
@@ -281,6 +289,7 @@ def _backtest_equals_evaluate(
     assert res.exit_code == 0, res.output
     summary = orjson.loads((out / "summary.json").read_bytes())
     assert summary["join"]["joined"] == summary["join"]["by_origin"] == n
+    assert summary["tasks"]["informative"]["gold_difference"]["n"] == n
     gold = summary["tasks"]["informative"]["gold"]
     for side, precision in (("a", "int8"), ("b", "fp32")):
         path = tmp_path / f"eval-{precision}.json"
@@ -288,6 +297,7 @@ def _backtest_equals_evaluate(
         res = runner.invoke(evaluate_cmd, [*cmd, *lim, "--json", str(path)])
         assert res.exit_code == 0, res.output
         assert "macro-F1=" in res.output and "confusion" in res.output
+        assert "95% interval (bootstrap over events" in res.output
         ev = orjson.loads(path.read_bytes())
         assert gold[side]["n"] == ev["n"] == n
         assert round(gold[side]["macro_f1"], 3) == round(ev["macro_f1"], 3), (side, precision)

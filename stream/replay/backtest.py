@@ -4,20 +4,23 @@ Outputs are joined on their origin ``(topic, partition, offset)`` — the input 
 read — falling back to the event id (e.g. against a labelled topic fed from elsewhere).
 Per task the summary holds the agreement, the A-label x B-label matrix (label flips), and where
 events carry ``gold`` labels each side's accuracy, macro-F1, per-class F1, confusion matrix and
-ECE, computed on the same (joined) events so the two sides are comparable.
+ECE, computed on the same (joined) events so the two sides are comparable, with bootstrap
+intervals, and B minus A as a paired bootstrap (:mod:`stream.metrics_ci`): whether B's gain is
+larger than the noise of the events replayed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
+from stream.metrics_ci import bootstrap_difference
 from stream.metrics_eval import evaluate_predictions, label_order
 from stream.replay.reader import Bound, read_range
 from stream.replay.run import SinkTarget, replay
@@ -28,6 +31,7 @@ __all__ = [
     "Joined",
     "Outcome",
     "compare_task",
+    "gold_difference",
     "gold_metrics",
     "join",
     "parse_outcome",
@@ -167,6 +171,20 @@ def gold_metrics(outcomes: list[Outcome], task: str) -> dict[str, Any] | None:
     return ev.to_dict()
 
 
+def gold_difference(pairs: list[tuple[Outcome, Outcome]], task: str) -> dict[str, Any] | None:
+    """B minus A in accuracy and macro-F1 on the joined events where both sides labelled
+    ``task`` and the event has its gold label, with paired bootstrap intervals."""
+    scored = [(a, b) for a, b in pairs if task in a.gold and task in a.labels and task in b.labels]
+    if not scored:
+        return None
+    gold = [a.gold[task] for a, _ in scored]
+    pred_a = [a.labels[task][0] for a, _ in scored]
+    pred_b = [b.labels[task][0] for _, b in scored]
+    labels = label_order(_model_labels((a for a, _ in scored), task), gold, pred_a, pred_b)
+    diffs = bootstrap_difference(gold, pred_a, pred_b, labels)
+    return {"n": len(scored), **{m: asdict(d) for m, d in diffs.items()}}
+
+
 def summarize(
     a: list[Outcome],
     b: list[Outcome] | None,
@@ -198,6 +216,7 @@ def summarize(
     for task in tasks:
         entry = compare_task(joined.pairs, task)
         entry["gold"] = {"a": gold_metrics(ja, task), "b": gold_metrics(jb, task)}
+        entry["gold_difference"] = gold_difference(joined.pairs, task)
         summary["tasks"][task] = entry
     return summary
 

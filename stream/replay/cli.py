@@ -152,6 +152,9 @@ def backtest(
         for side, g in entry["gold"].items():
             if g:
                 line += f"  {side.upper()} macro-F1 {g['macro_f1']:.4f} acc {g['accuracy']:.4f}"
+        if d := entry.get("gold_difference"):
+            f1 = d["macro_f1"]
+            line += f"  B-A macro-F1 {f1['delta']:+.4f} [{f1['low']:+.4f}, {f1['high']:+.4f}]"
         click.echo(line)
     click.echo(f"report: {out_dir / 'report.html'}  summary: {out_dir / 'summary.json'}")
 

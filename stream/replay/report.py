@@ -269,6 +269,29 @@ def task_figures(task: str, entry: dict[str, Any]) -> dict[str, str]:
     return figs
 
 
+def _interval(g: dict[str, Any], metric: str) -> str:
+    iv = g.get("intervals", {}).get(metric)
+    return f" <span class='muted'>[{iv['low']:.4f}, {iv['high']:.4f}]</span>" if iv else ""
+
+
+def _difference_html(diff: dict[str, Any]) -> str:
+    """B − A with its paired interval, and whether that interval excludes zero."""
+    rows = []
+    for metric, name in (("macro_f1", "macro-F1"), ("accuracy", "accuracy")):
+        d = diff[metric]
+        clear = d["low"] > 0 or d["high"] < 0
+        verdict = "beyond the noise of these events" if clear else "within the noise (0 inside)"
+        rows.append(
+            f"{name} {d['delta']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], B higher in "
+            f"{d['b_better']:.0%} of resamples: {verdict}"
+        )
+    level = diff["macro_f1"]["level"]
+    return (
+        f"<p>B − A on the {diff['n']} events both labelled ({level:.0%} paired bootstrap "
+        "interval):</p><ul>" + "".join(f"<li>{escape(r)}</li>" for r in rows) + "</ul>"
+    )
+
+
 def _task_section(task: str, entry: dict[str, Any], sides: dict[str, Any]) -> str:
     figs = task_figures(task, entry)
     parts = [f"<h2>Task: {escape(task)}</h2>"]
@@ -302,20 +325,21 @@ def _task_section(task: str, entry: dict[str, Any], sides: dict[str, Any]) -> st
         )
         return "".join(parts)
     parts.append(
+        "<p class='muted'>Brackets: 95 % bootstrap interval over the events.</p>"
         "<table><tr><th>side</th><th>events with gold</th><th>accuracy</th><th>macro-F1</th>"
         "<th>ECE (10 bins)</th></tr>"
     )
     for key, g in gold.items():
         parts.append(
             f"<tr><td>{escape(_side_name(key, sides[key]))}</td><td class='n'>{g['n']}</td>"
-            f"<td class='n'>{g['accuracy']:.4f}</td><td class='n'>{g['macro_f1']:.4f}</td>"
+            f"<td class='n'>{g['accuracy']:.4f}{_interval(g, 'accuracy')}</td>"
+            f"<td class='n'>{g['macro_f1']:.4f}{_interval(g, 'macro_f1')}</td>"
             f"<td class='n'>{g['ece']:.4f}</td></tr>"
         )
     parts.append("</table>")
-    if "a" in gold and "b" in gold:
-        d_f1 = gold["b"]["macro_f1"] - gold["a"]["macro_f1"]
-        d_acc = gold["b"]["accuracy"] - gold["a"]["accuracy"]
-        parts.append(f"<p>B − A: macro-F1 {d_f1:+.4f}, accuracy {d_acc:+.4f}.</p>")
+    diff = entry.get("gold_difference")
+    if diff:
+        parts.append(_difference_html(diff))
     parts.append("<div class='figs'>" + "".join(figs.values()) + "</div>")
     return "".join(parts)
 
