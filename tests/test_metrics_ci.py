@@ -116,3 +116,18 @@ def test_bad_input_is_refused():
         bootstrap_difference([], [], [], LABELS)
     with pytest.raises(ValueError, match="level"):
         bootstrap_intervals(["a"], ["a"], LABELS, level=1.0)
+
+
+def test_build_metrics_record_intervals():
+    """``models build`` writes each split's intervals into the manifest beside the figures."""
+    from stream.models.train import evaluate
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 600)
+    probs = np.full((600, 3), 0.1)
+    probs[np.arange(600), np.where(rng.random(600) < 0.8, y, (y + 1) % 3)] = 0.8
+    m = evaluate(probs, y, ["x", "y", "z"], 0.5)
+    lo, hi = m["intervals"]["accuracy"]
+    assert lo < m["accuracy"] < hi and hi - lo < 0.08
+    lo, hi = m["intervals"]["macro_f1"]
+    assert lo < m["macro_f1"] < hi

@@ -24,6 +24,7 @@ import numpy as np
 
 from stream.errors import MissingExtraError
 from stream.fusion import fit_temperature
+from stream.metrics_ci import bootstrap_intervals
 from stream.models.heads import LinearHead, softmax
 from stream.models.lexicon import Analysis, LexicalPart
 
@@ -197,9 +198,12 @@ def _f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
 def evaluate(
     probs: np.ndarray, y: np.ndarray, labels: Sequence[str], review_threshold: float
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1 (over all ``labels``), per-class F1, ECE, NLL, and the share and
-    accuracy of the events kept automatically (top probability >= ``review_threshold``)."""
+    """Accuracy, macro-F1 (over all ``labels``), per-class F1, ECE, NLL, the share and
+    accuracy of the events kept automatically (top probability >= ``review_threshold``), and
+    95 % bootstrap intervals of accuracy and macro-F1 (:mod:`stream.metrics_ci`)."""
     pred = probs.argmax(axis=1)
+    names = [labels[i] for i in y], [labels[i] for i in pred]
+    intervals = bootstrap_intervals(*names, labels) if len(y) else {}
     per_class = {name: round(_f1(y, pred, k), 4) for k, name in enumerate(labels)}
     kept = probs.max(axis=1) >= review_threshold
     nll = -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12)).mean()
@@ -212,6 +216,7 @@ def evaluate(
         "nll": round(float(nll), 4),
         "auto_share": round(float(kept.mean()), 4),
         "auto_accuracy": round(float((pred == y)[kept].mean()), 4) if kept.any() else None,
+        "intervals": {m: [round(iv.low, 4), round(iv.high, 4)] for m, iv in intervals.items()},
     }
 
 
