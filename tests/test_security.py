@@ -73,6 +73,26 @@ def test_image_fetch_is_off_and_private_addresses_refused_by_default(
     assert ImageOptions.from_settings(Settings()).fetch_policy().allow_private
 
 
+@pytest.mark.parametrize(
+    ("value", "hosts"),
+    [
+        ("*.twimg.com", ["*.twimg.com"]),
+        (" *.twimg.com, pbs.example.org ,", ["*.twimg.com", "pbs.example.org"]),
+        ('["pbs.twimg.com", "a.b"]', ["pbs.twimg.com", "a.b"]),
+        ("", []),
+    ],
+)
+def test_list_settings_read_json_or_comma_separated(
+    monkeypatch: pytest.MonkeyPatch, value: str, hosts: list[str]
+):
+    """A plain host name used to stop start-up (pydantic-settings wanted JSON)."""
+    monkeypatch.setenv("CRISIS_IMAGE_FETCH_ALLOW_HOSTS", value)
+    monkeypatch.setenv("CRISIS_ROUTE_TASKS", "informative,humanitarian")
+    s = Settings()
+    assert s.image_fetch_allow_hosts == hosts
+    assert s.route_tasks == ["informative", "humanitarian"]
+
+
 @pytest.mark.kafka
 def test_worker_logs_never_contain_secrets(noida: BrokerHandle, tmp_path: Path):
     """A real worker with SASL against a broker that does not speak it: it logs its settings
