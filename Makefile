@@ -3,8 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# CPU build of torch, used only to export/quantize models (not by the worker).
+# torch, used only to fine-tune/export/quantize models (not by the worker). Plain PyPI serves
+# the CUDA build on Linux; TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU one.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 BUNDLE ?= models/minilm-crisis
 
 # Debian tools some tests drive for real: headless Chromium (HTML reports), docker-compose v1
@@ -31,7 +33,7 @@ system:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[local,build,e5,dev]'
 	touch $@
 
