@@ -22,7 +22,14 @@ from stream.demo import BAD_RECORDS, sample_events
 from stream.metrics_eval import evaluate_predictions, expected_calibration_error
 from stream.models.bundle import Bundle, read_manifest
 from stream.pipeline import Pipeline
-from stream.replay.backtest import Outcome, compare_task, join, read_outcomes, run_backtest
+from stream.replay.backtest import (
+    Outcome,
+    compare_task,
+    gate_failures,
+    join,
+    read_outcomes,
+    run_backtest,
+)
 from stream.replay.cli import backtest as backtest_cmd
 from stream.replay.cli import evaluate as evaluate_cmd
 from stream.replay.cli import load_crisismmd as load_cmd
@@ -252,6 +259,22 @@ def test_report_without_side_b_or_gold_still_renders():
     assert "No gold labels" in html and _svgs_are_well_formed(html) == 0
 
 
+def _diff(delta: float, low: float, high: float, n: int = 300) -> dict[str, object]:
+    f1 = {"delta": delta, "low": low, "high": high}
+    return {"gold_difference": {"n": n, "macro_f1": f1, "accuracy": f1}}
+
+
+def test_gate_passes_only_what_the_interval_shows():
+    summary = {"tasks": {"informative": _diff(0.0, -0.01, 0.004)}}
+    assert gate_failures(summary, 0.005) == []
+    # the same point estimate on fewer events: the interval allows a larger drop
+    summary["tasks"]["humanitarian"] = _diff(0.0, -0.03, 0.03, n=40)
+    (why,) = gate_failures(summary, 0.005)
+    assert why.startswith("humanitarian: A's macro-F1 may be up to 0.0300 below B's on these 40")
+    # no gold labels: nothing to judge, so no pass
+    assert gate_failures({"tasks": {"informative": {"gold_difference": None}}}, 1.0) != []
+
+
 def _per_token() -> bool:
     return bool(read_manifest(BUNDLE).text_encoder.quantization.get("per_token"))
 
@@ -285,8 +308,12 @@ def _backtest_equals_evaluate(
     out = tmp_path / "bt"
     args = ["--bundle", str(BUNDLE), "--precision", "int8", "--against", str(BUNDLE)]
     args += ["--against-precision", "fp32", "--topic", settings.input_topic, "--out", str(out)]
-    res = runner.invoke(backtest_cmd, [*args, *boot], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
+    res = runner.invoke(backtest_cmd, [*args, *boot, "--max-drop", "0.05"], catch_exceptions=False)
+    assert res.exit_code == 0 and "gate passed" in res.output, res.output
+    if limit:  # a gate nothing can pass (B − A's upper end is never below -1) exits 3
+        fail = [*args[:-1], str(tmp_path / "bt-gate"), *boot, "--max-drop", "-1"]
+        res = runner.invoke(backtest_cmd, fail)
+        assert res.exit_code == 3 and "gate failed: informative" in res.output, res.output
     summary = orjson.loads((out / "summary.json").read_bytes())
     assert summary["join"]["joined"] == summary["join"]["by_origin"] == n
     assert summary["tasks"]["informative"]["gold_difference"]["n"] == n

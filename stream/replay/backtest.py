@@ -31,6 +31,7 @@ __all__ = [
     "Joined",
     "Outcome",
     "compare_task",
+    "gate_failures",
     "gold_difference",
     "gold_metrics",
     "join",
@@ -183,6 +184,26 @@ def gold_difference(pairs: list[tuple[Outcome, Outcome]], task: str) -> dict[str
     labels = label_order(_model_labels((a for a, _ in scored), task), gold, pred_a, pred_b)
     diffs = bootstrap_difference(gold, pred_a, pred_b, labels)
     return {"n": len(scored), **{m: asdict(d) for m, d in diffs.items()}}
+
+
+def gate_failures(summary: dict[str, Any], max_drop: float) -> list[str]:
+    """Why a candidate A may not replace B: the tasks where the paired interval allows A's
+    macro-F1 to sit more than ``max_drop`` below B's (B − A upper end > ``max_drop``). A gate
+    with no gold-labelled task to judge fails too: passing it would say nothing."""
+    judged = {
+        t: e["gold_difference"] for t, e in summary["tasks"].items() if e.get("gold_difference")
+    }
+    if not judged:
+        return ["no task has gold labels on both sides: nothing to judge the candidate on"]
+    out = []
+    for task, diff in sorted(judged.items()):
+        worst = diff["macro_f1"]["high"]
+        if worst > max_drop:
+            out.append(
+                f"{task}: A's macro-F1 may be up to {worst:.4f} below B's on these "
+                f"{diff['n']} events (allowed {max_drop}; B − A {diff['macro_f1']['delta']:+.4f})"
+            )
+    return out
 
 
 def summarize(

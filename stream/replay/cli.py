@@ -106,6 +106,12 @@ def replay(
     "--to", default="end", show_default=True, help=f"end (as of now), {_BOUND_HELP}; exclusive"
 )
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="report dir")
+@click.option(
+    "--max-drop",
+    type=float,
+    help="CI gate, A the candidate: exit 3 unless on every task with gold labels the paired "
+    "95 % interval puts A's macro-F1 at most this far below B's",
+)
 @_common
 def backtest(
     bundle: Path,
@@ -117,6 +123,7 @@ def backtest(
     from_: str,
     to: str,
     out_dir: Path,
+    max_drop: float | None,
     bootstrap: str | None,
     idle_timeout: float,
     verbose: bool,
@@ -126,7 +133,7 @@ def backtest(
     Writes OUT/report.html (plots inline) and OUT/summary.json (for CI), plus each side's
     labelled events as OUT/a.labeled.jsonl and OUT/b.labeled.jsonl.
     """
-    from stream.replay.backtest import run_backtest
+    from stream.replay.backtest import gate_failures, run_backtest
     from stream.replay.reader import parse_bound
 
     if against is not None and against_topic is not None:
@@ -157,6 +164,13 @@ def backtest(
             line += f"  B-A macro-F1 {f1['delta']:+.4f} [{f1['low']:+.4f}, {f1['high']:+.4f}]"
         click.echo(line)
     click.echo(f"report: {out_dir / 'report.html'}  summary: {out_dir / 'summary.json'}")
+    if max_drop is not None:
+        failures = gate_failures(summary, max_drop)
+        for reason in failures:
+            click.secho(f"gate failed: {reason}", fg="red", err=True)
+        if failures:
+            raise click.exceptions.Exit(3)
+        click.echo(f"gate passed: A is at most {max_drop} macro-F1 below B on every gold task")
 
 
 @click.command("evaluate")
