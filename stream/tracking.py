@@ -4,6 +4,12 @@
 Outputs of different inputs are acknowledged out of order (they land on different output
 partitions), so per input partition we advance a low watermark over a contiguous run of
 finished offsets; nothing past a gap is ever committed.
+
+Acknowledgements go to the record *read*, not to its offset: :meth:`OffsetTracker.expect`
+returns the entry, and a delivery report counts against that entry only. A partition revoked
+with outputs still in flight and assigned back re-reads the same offsets; a late report for the
+old read must not complete the new one (it would commit the offset before the new outputs are
+acknowledged, or drive its count negative and stall the partition).
 """
 
 from __future__ import annotations
@@ -11,22 +17,25 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-__all__ = ["OffsetTracker", "TopicPartitionKey"]
+__all__ = ["Entry", "OffsetTracker", "TopicPartitionKey"]
 
 TopicPartitionKey = tuple[str, int]
 
 
-@dataclass
-class _Entry:
+@dataclass(eq=False)
+class Entry:
+    """One read of one input record; ``live`` turns False when its partition is revoked."""
+
     pending: int = 0
     sealed: bool = False
+    live: bool = True
 
 
 class OffsetTracker:
     """Track in-flight input records and yield the next offsets that are safe to commit."""
 
     def __init__(self) -> None:
-        self._parts: dict[TopicPartitionKey, OrderedDict[int, _Entry]] = {}
+        self._parts: dict[TopicPartitionKey, OrderedDict[int, Entry]] = {}
         self._safe: dict[TopicPartitionKey, int] = {}
         self._dirty: set[TopicPartitionKey] = set()
         self.in_flight_outputs = 0
@@ -34,12 +43,15 @@ class OffsetTracker:
     def register(self, topic: str, partition: int, offset: int) -> None:
         """Note that a record was read; it blocks commits past it until sealed and acked."""
         part = self._parts.setdefault((topic, partition), OrderedDict())
-        part.setdefault(offset, _Entry())
+        part.setdefault(offset, Entry())
 
-    def expect(self, topic: str, partition: int, offset: int, n: int = 1) -> None:
-        """``n`` more outputs of this record were handed to the producer."""
-        self._parts[(topic, partition)][offset].pending += n
+    def expect(self, topic: str, partition: int, offset: int, n: int = 1) -> Entry:
+        """``n`` more outputs of this record were handed to the producer; their delivery
+        reports go to the returned entry (:meth:`ack`)."""
+        entry = self._parts[(topic, partition)][offset]
+        entry.pending += n
         self.in_flight_outputs += n
+        return entry
 
     def seal(self, topic: str, partition: int, offset: int) -> None:
         """All outputs of the record have been handed over; it is done once they are acked."""
@@ -49,15 +61,18 @@ class OffsetTracker:
             entry.sealed = True
             self._advance(key)
 
-    def ack(self, topic: str, partition: int, offset: int) -> None:
-        """One output of the record was acknowledged by the broker."""
+    def ack(self, topic: str, partition: int, offset: int, entry: Entry | None = None) -> bool:
+        """One output of the record was acknowledged by the broker. With ``entry`` (from
+        :meth:`expect`) the report counts only against that read of the record; False when
+        that read was forgotten on revocation (a stale report, nothing to do)."""
         key = (topic, partition)
-        entry = self._parts.get(key, OrderedDict()).get(offset)
-        if entry is None:  # partition was revoked meanwhile; nothing to do
-            return
-        entry.pending -= 1
+        current = self._parts.get(key, OrderedDict()).get(offset)
+        if current is None or (entry is not None and entry is not current):
+            return False
+        current.pending -= 1
         self.in_flight_outputs -= 1
         self._advance(key)
+        return True
 
     def _advance(self, key: TopicPartitionKey) -> None:
         part = self._parts[key]
@@ -90,5 +105,7 @@ class OffsetTracker:
         for key in keys:
             part = self._parts.pop(key, OrderedDict())
             self.in_flight_outputs -= sum(e.pending for e in part.values())
+            for entry in part.values():
+                entry.live = False
             self._safe.pop(key, None)
             self._dirty.discard(key)

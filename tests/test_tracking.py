@@ -59,3 +59,24 @@ def test_partitions_are_independent_and_forget_drops_state():
     assert t.pending_records() == 0
     t.ack("in", 0, 5)  # late ack of a revoked partition is ignored
     assert t.take_committable() == {}
+
+
+def test_a_late_report_for_a_revoked_read_never_counts_for_the_re_read():
+    """Revoked with outputs in flight, assigned back, the offset re-read: the old read's late
+    acks must neither complete the new read (an offset committed before its outputs are
+    acknowledged) nor drive its count negative (a partition that never commits again)."""
+    t = OffsetTracker()
+    t.register("in", 0, 0)
+    old = t.expect("in", 0, 0, 2)
+    t.seal("in", 0, 0)
+    t.forget([("in", 0)])
+    assert not old.live and t.in_flight_outputs == 0
+    t.register("in", 0, 0)  # same partition handed back, offset 0 read again
+    new = t.expect("in", 0, 0, 2)
+    t.seal("in", 0, 0)
+    assert not t.ack("in", 0, 0, old) and not t.ack("in", 0, 0, old)
+    assert new.pending == 2 and t.in_flight_outputs == 2 and t.take_committable() == {}
+    assert t.ack("in", 0, 0, new)
+    assert t.take_committable() == {}  # one output of the new read is still in flight
+    assert t.ack("in", 0, 0, new)
+    assert t.take_committable() == {("in", 0): 1} and t.in_flight_outputs == 0
