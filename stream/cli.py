@@ -108,7 +108,7 @@ def run(
         if server is not None:
             server.stop()
     logging.getLogger("stream").info(
-        "stopped", extra={"stats": stats.__dict__ | {"batch_sizes": len(stats.batch_sizes)}}
+        "stopped", extra={"stats": stats.__dict__ | {"batch_sizes": stats.batches}}
     )
 
 

@@ -2,11 +2,18 @@
 
 Errors are data here: every failure becomes an :class:`InvalidEvent` with a short ``kind`` code
 (``not_json``, ``schema``, ``empty``, ``too_long``, ``too_large``) so the worker can route it.
+
+Two limits keep a bad record from crashing the worker later, where it would be re-read and crash
+it again: nesting deeper than :data:`MAX_DEPTH` (the labelled output re-serialises ``meta``, and
+orjson and pydantic give up at ~255 levels), and a dead letter's copy of the raw record capped
+at :data:`DLQ_RAW_BYTES` (the producer refuses messages over ~1 MB; the full record stays at its
+origin offset, and the dead letter carries its size and sha256).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +23,12 @@ from pydantic import ValidationError
 from stream.errors import InvalidEvent
 from stream.schemas import DeadLetter, ErrorInfo, InputEvent, Origin
 
-__all__ = ["dead_letter", "decode_event"]
+__all__ = ["DLQ_RAW_BYTES", "MAX_DEPTH", "dead_letter", "decode_event", "nesting_depth"]
+
+#: deepest JSON nesting accepted in an event (CrisisMMD-style events need 3-4)
+MAX_DEPTH = 32
+#: raw bytes a dead letter copies (base64 makes it 4/3 larger: well under 1 MB)
+DLQ_RAW_BYTES = 256 * 1024
 
 
 def _schema_message(exc: ValidationError) -> str:
@@ -25,6 +37,21 @@ def _schema_message(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+def nesting_depth(doc: Any, limit: int) -> int:
+    """Depth of nested lists/dicts (a scalar is 0), counting no further than ``limit + 1``;
+    iterative, so a hostile document cannot exhaust the stack."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return deepest
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def decode_event(raw: bytes | None, max_record_bytes: int, max_text_chars: int) -> InputEvent:
@@ -39,6 +66,8 @@ def decode_event(raw: bytes | None, max_record_bytes: int, max_text_chars: int) 
         raise InvalidEvent("not_json", str(exc)[:300]) from None
     if not isinstance(doc, dict):
         raise InvalidEvent("schema", f"expected a JSON object, got {type(doc).__name__}")
+    if nesting_depth(doc, MAX_DEPTH) > MAX_DEPTH:
+        raise InvalidEvent("schema", f"JSON nested deeper than {MAX_DEPTH} levels")
     text = doc.get("text")
     if isinstance(text, str) and len(text) > max_text_chars:
         raise InvalidEvent("too_long", f"text has {len(text)} characters, limit {max_text_chars}")
@@ -66,10 +95,16 @@ def _guess_id(raw: bytes | None) -> str | None:
 
 
 def dead_letter(raw: bytes | None, error: InvalidEvent, origin: Origin) -> DeadLetter:
+    """The dead letter of ``raw``: its reason, id if one can be read, and the raw bytes (the
+    first :data:`DLQ_RAW_BYTES` of them, with the whole record's size and sha256)."""
+    body = raw or b""
     return DeadLetter(
         id=_guess_id(raw),
         error=ErrorInfo(kind=error.kind, message=error.message),
-        raw_b64=base64.b64encode(raw or b"").decode("ascii"),
+        raw_b64=base64.b64encode(body[:DLQ_RAW_BYTES]).decode("ascii"),
+        raw_bytes=len(body),
+        raw_sha256=hashlib.sha256(body).hexdigest(),
+        raw_truncated=len(body) > DLQ_RAW_BYTES,
         origin=origin,
         at=datetime.now(UTC),
     )

@@ -197,6 +197,6 @@ def run_demo(bundle: Path, broker_kind: BrokerKind = "noida") -> int:
     click.echo(f"  labelled   {len(labeled)}  {dict(counts)}")
     click.echo(f"  review     {stats.review} (low confidence)")
     click.echo(f"  dead       {len(dlq)}")
-    click.echo(f"  batches    {stats.batches}  sizes {stats.batch_sizes}")
+    click.echo(f"  batches    {stats.batches}  sizes {list(stats.batch_sizes)}")
     click.echo(f"  time       {elapsed:.2f}s")
     return len(labeled)

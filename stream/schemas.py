@@ -156,11 +156,15 @@ class ErrorInfo(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A record that could not be labelled, with the reason and its raw bytes (base64)."""
+    """A record that could not be labelled, with the reason and its raw bytes (base64; the
+    first 256 KiB of a larger record, which stays readable at ``origin``)."""
 
     id: str | None = None
     error: ErrorInfo
     raw_b64: str
+    raw_bytes: int | None = Field(None, description="size of the whole raw record")
+    raw_sha256: str | None = Field(None, description="sha256 of the whole raw record")
+    raw_truncated: bool = Field(False, description="raw_b64 holds only the first 256 KiB")
     origin: Origin
     at: datetime
 

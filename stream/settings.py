@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     poll_timeout_ms: int = 50
     max_in_flight: int = 2_000
     max_record_bytes: int = 4_000_000
+    max_output_bytes: int = Field(
+        900_000,
+        description="largest labelled output produced; a larger one (a huge meta copied "
+        "through) is dead-lettered. Keep it under the producer's and the topic's "
+        "message.max.bytes (librdkafka default 1,000,000)",
+    )
     max_text_chars: int = 4_000
 
     # Operations

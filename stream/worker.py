@@ -2,8 +2,9 @@
 
 Delivery promise (at-least-once): an input offset is stored only after every output it produced
 (labelled, review, per-label route, dead letter) was acknowledged. Failed deliveries are
-re-sent, never dropped; while too many outputs are in flight the source is paused, so memory
-stays bounded when the output side is slow or down.
+re-sent, never dropped; an output the broker refuses for good (too large, invalid) turns its
+input into a dead letter instead of being re-sent forever; while too many outputs are in flight
+the source is paused, so memory stays bounded when the output side is slow or down.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from stream.pipeline import Pipeline
 from stream.reload import BundleReloader
 from stream.schemas import InputEvent, LabeledEvent, Origin
 from stream.settings import Settings
-from stream.sinks.base import Sink, SinkFull
+from stream.sinks.base import Sink, SinkFull, SinkRejected
 from stream.sources.base import Record, Source
-from stream.tracking import OffsetTracker
+from stream.tracking import Entry, OffsetTracker
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -50,7 +51,8 @@ class WorkerStats:
     redelivered: int = 0
     peak_in_flight: int = 0
     pauses: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    #: sizes of the latest batches (bounded: a worker runs for months)
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class _Queued:
     event: InputEvent
     origin: Origin
     received: float
+    raw: bytes | None  # the record as read: what a dead letter of this event carries
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class _Output:
     key: bytes | None
     value: bytes
     origin: Origin
+    entry: Entry  # the tracker's record of this read: its delivery report counts there
 
 
 class Worker:
@@ -98,6 +102,7 @@ class Worker:
         self.tracker = OffsetTracker()
         self.stats = WorkerStats()
         self._retry: deque[_Output] = deque()
+        self._rejected: deque[tuple[_Output, str]] = deque()
         self._stop = threading.Event()
         self._paused = False
         self._paused_for_trouble = False
@@ -144,7 +149,7 @@ class Worker:
         return self.stats
 
     def _idle(self) -> bool:
-        return self.tracker.pending_records() == 0 and not self._retry
+        return self.tracker.pending_records() == 0 and not self._retry and not self._rejected
 
     def readiness(self) -> tuple[bool, str]:
         """Ready = partitions assigned, a model loaded, and outputs being delivered."""
@@ -242,16 +247,19 @@ class Worker:
             self._dead_letter(rec.value, exc, o)
             return
         cost = len(event.text) // 4 + 2
-        for batch in self.batcher.add(_Queued(event, o, now), now, cost):
+        for batch in self.batcher.add(_Queued(event, o, now, rec.value), now, cost):
             self._process(batch)
 
     def _dead_letter(self, raw: bytes | None, exc: InvalidEvent, origin: Origin) -> None:
+        self._emit_dead_letter(raw, exc, origin)
+        self._seal(origin)
+
+    def _emit_dead_letter(self, raw: bytes | None, exc: InvalidEvent, origin: Origin) -> None:
         dl = dead_letter(raw, exc, origin)
         self.stats.dead_letters += 1
         self.metrics.events_dlq.labels(reason=exc.kind).inc()
         key = dl.id.encode() if dl.id else None
         self._emit(self.settings.dlq_topic, key, dl.model_dump_json().encode(), origin)
-        self._seal(origin)
 
     def _process(self, batch: list[_Queued]) -> None:
         try:
@@ -261,9 +269,10 @@ class Worker:
         except Exception:
             if len(batch) == 1:  # this one event breaks the model: dead-letter it
                 log.exception("labelling failed for event %s", batch[0].event.id)
-                raw = batch[0].event.model_dump_json().encode()
                 self._dead_letter(
-                    raw, InvalidEvent("processing_error", "labelling failed"), batch[0].origin
+                    batch[0].raw,
+                    InvalidEvent("processing_error", "labelling failed"),
+                    batch[0].origin,
                 )
                 return
             log.exception("batch of %d failed; retrying one by one", len(batch))
@@ -281,10 +290,10 @@ class Worker:
                     self.metrics.encoder_seconds.labels(modality=name).observe(
                         outs[0].timing_ms[modality] / 1000
                     )
-        for i, out in enumerate(outs):
+        for i, (q, out) in enumerate(zip(batch, outs, strict=True)):
             if i == len(outs) // 2 and i:
                 crash_point("mid_batch")
-            self._publish(out)
+            self._publish(out, q.raw)
         if self.on_batch is not None:
             self.on_batch(outs)
         if self.settings.commit_every_batch:
@@ -303,11 +312,23 @@ class Worker:
         crash_point("stored_not_committed")
         self.source.commit()
 
-    def _publish(self, out: LabeledEvent) -> None:
-        out.worker = self.settings.worker_id
-        value = orjson.dumps(out.model_dump(mode="json"))
-        key = out.id.encode()
+    def _publish(self, out: LabeledEvent, raw: bytes | None) -> None:
+        """Emit the labelled output (and its review and route copies), or a dead letter when it
+        cannot be serialised or is larger than ``max_output_bytes``: a producer would refuse
+        it, and a crash here would re-read and re-crash on the same record forever."""
         s = self.settings
+        out.worker = s.worker_id
+        try:
+            value = orjson.dumps(out.model_dump(mode="json"))
+        except (TypeError, ValueError) as exc:  # e.g. nesting orjson or pydantic refuse
+            msg = f"labelled output could not be serialised: {exc}"[:300]
+            self._dead_letter(raw, InvalidEvent("processing_error", msg), out.origin)
+            return
+        if len(value) > s.max_output_bytes:
+            msg = f"labelled output is {len(value)} bytes, limit {s.max_output_bytes}"
+            self._dead_letter(raw, InvalidEvent("too_large", msg), out.origin)
+            return
+        key = out.id.encode()
         self._emit(s.output_topic, key, value, out.origin)
         self.stats.labeled += 1
         for task, tl in out.labels.items():
@@ -326,15 +347,19 @@ class Worker:
 
     # -- delivery ----------------------------------------------------------------------------
     def _emit(self, topic: str, key: bytes | None, value: bytes, origin: Origin) -> None:
-        self.tracker.expect(origin.topic, origin.partition, origin.offset)
+        entry = self.tracker.expect(origin.topic, origin.partition, origin.offset)
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.tracker.in_flight_outputs)
-        self._send(_Output(topic, key, value, origin))
+        self._send(_Output(topic, key, value, origin, entry))
 
     def _send(self, out: _Output) -> None:
         def delivered(err: Exception | None) -> None:
             o = out.origin
             if err is None:
-                self.tracker.ack(o.topic, o.partition, o.offset)
+                self.tracker.ack(o.topic, o.partition, o.offset, out.entry)
+            elif not out.entry.live:  # revoked meanwhile, uncommitted: its owner re-reads it
+                log.info("dropping a late failure for revoked %s[%d]", o.topic, o.partition)
+            elif isinstance(err, SinkRejected):
+                self._rejected.append((out, str(err)))
             else:
                 log.warning("delivery to %s failed (%s); will re-send", out.topic, err)
                 self._retry.append(out)
@@ -345,10 +370,31 @@ class Worker:
                 return
             except SinkFull:
                 self.sink.poll(0.1)
+            except SinkRejected as exc:
+                self._reject(out, str(exc))
+                return
+
+    def _reject(self, out: _Output, reason: str) -> None:
+        """The broker refuses ``out`` for good: dead-letter its input (carrying the output's
+        bytes), then release the refused output. In that order, so the input cannot become
+        committable in between."""
+        if out.topic == self.settings.dlq_topic:
+            raise RuntimeError(f"the dead-letter topic refuses a dead letter: {reason}")
+        if not out.entry.live:
+            return
+        log.error("output to %s refused (%s); dead-lettering its input", out.topic, reason)
+        msg = f"output to {out.topic} refused: {reason}"[:300]
+        self._emit_dead_letter(out.value, InvalidEvent("output_rejected", msg), out.origin)
+        o = out.origin
+        self.tracker.ack(o.topic, o.partition, o.offset, out.entry)
 
     def _resend_failed(self) -> None:
+        for _ in range(len(self._rejected)):
+            self._reject(*self._rejected.popleft())
         for _ in range(len(self._retry)):
             out = self._retry.popleft()
+            if not out.entry.live:
+                continue
             self.stats.redelivered += 1
             self.metrics.redelivered.inc()
             self._send(out)
@@ -375,6 +421,9 @@ class Worker:
         self._store()
         self._retry = deque(
             o for o in self._retry if (o.origin.topic, o.origin.partition) not in revoked
+        )
+        self._rejected = deque(
+            r for r in self._rejected if (r[0].origin.topic, r[0].origin.partition) not in revoked
         )
         self.tracker.forget(keys)
 

@@ -10,6 +10,7 @@ the same examples.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import random
 
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from stream.decode import DLQ_RAW_BYTES
 from stream.models.bundle import Bundle
 from stream.pipeline import Pipeline
 from stream.runtime import make_sink, make_source
@@ -136,10 +138,13 @@ def _fuzz_round(noida: BrokerHandle, bundle: Bundle, bad: list[Hostile]) -> None
             assert o["image_error"], "a broken image must be reported, not silently ignored"
     dlq = read_all(noida.bootstrap, cfg.dlq_topic, 250)
     assert len(dlq) == 250
-    seed_index = {raw: i for i, raw in enumerate(records)}
+    seed_index = {hashlib.sha256(raw).hexdigest(): i for i, raw in enumerate(records)}
     for d in dlq:
         raw = base64.b64decode(d["raw_b64"])
-        assert d["error"]["kind"] in expected[seed_index[raw]], (raw[:80], d["error"])
+        i = seed_index[d["raw_sha256"]]  # the whole record's hash: raw_b64 may be truncated
+        assert d["error"]["kind"] in expected[i], (raw[:80], d["error"])
+        assert records[i].startswith(raw) and d["raw_bytes"] == len(records[i])
+        assert d["raw_truncated"] == (len(records[i]) > DLQ_RAW_BYTES)
         assert d["error"]["message"]
     kinds = sorted({d["error"]["kind"] for d in dlq})
     print(f"\nfuzz round: 250 bad {kinds} + 250 good, RSS {rss0:.0f} MB -> +{growth:.0f} MB")

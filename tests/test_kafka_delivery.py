@@ -3,6 +3,8 @@ poison to the DLQ, and a worker killed mid-stream loses nothing."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import signal
 import subprocess
@@ -10,12 +12,15 @@ import sys
 import threading
 import time
 
+import orjson
 import pytest
 
+from stream.decode import DLQ_RAW_BYTES
 from stream.demo import BAD_RECORDS
 from stream.models.bundle import Bundle
 from stream.pipeline import Pipeline
 from stream.runtime import make_sink, make_source
+from stream.sinks.kafka import KafkaSink
 from stream.sources.kafka import KafkaSource
 from stream.worker import Worker
 
@@ -74,6 +79,43 @@ def test_poison_messages_go_to_the_dlq_with_reasons(any_broker: BrokerHandle, bu
     assert all(d["raw_b64"] for d in dlq)
     out = read_all(any_broker.bootstrap, settings.output_topic, 20)
     assert len({o["id"] for o in out}) == 20
+
+
+def test_outputs_a_producer_refuses_become_dead_letters(noida: BrokerHandle, bundle: Bundle):
+    """Bad input too big to copy whole into a dead letter, and a labelled output over the
+    producer's message.max.bytes: both used to raise out of the worker (and again after every
+    restart, on the same offset). Now: a truncated dead letter, and an ``output_rejected`` one
+    for the refused output; the good events around them are labelled, every offset committed."""
+    settings = noida.settings().model_copy(update={"max_output_bytes": 5_000_000})
+    create_topics(settings, input_partitions=1)
+    good = make_events(4)
+    not_json = b"{" + b"x" * 450_000
+    wide = orjson.dumps({"id": "wide", "text": "flood", "meta": {"blob": "y" * 420_000}})
+    values = [*good[:2], not_json, wide, *good[2:]]
+    seed(noida.bootstrap, settings.input_topic, values)
+    # a producer that refuses anything over 400 kB: the wide event's labelled output
+    sink = KafkaSink({**settings.kafka_common(), "message.max.bytes": 400_000})
+    worker = Worker(settings, make_source("kafka", settings), sink, Pipeline(bundle))
+    stats = worker.run(stop_after=len(values), idle_timeout_s=60)
+    assert stats.labeled == 5 and stats.dead_letters == 2, stats
+    dlq = {d["error"]["kind"]: d for d in read_all(noida.bootstrap, settings.dlq_topic, 2)}
+    assert dlq["not_json"]["raw_truncated"] and dlq["not_json"]["raw_bytes"] == len(not_json)
+    assert len(base64.b64decode(dlq["not_json"]["raw_b64"])) == DLQ_RAW_BYTES
+    assert dlq["not_json"]["raw_sha256"] == hashlib.sha256(not_json).hexdigest()
+    refused = dlq["output_rejected"]
+    assert refused["origin"]["offset"] == 3 and "MSG_SIZE_TOO_LARGE" in refused["error"]["message"]
+    out = read_all(noida.bootstrap, settings.output_topic, 4)
+    assert sorted(o["id"] for o in out) == sorted(orjson.loads(v)["id"] for v in good)
+    probe = KafkaSource(
+        {"bootstrap.servers": noida.bootstrap, "group.id": settings.group_id},
+        [settings.input_topic],
+    )
+    try:
+        assert probe.committed([(settings.input_topic, 0)]) == {
+            (settings.input_topic, 0): len(values)
+        }
+    finally:
+        probe.close()
 
 
 def _worker_process(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:

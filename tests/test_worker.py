@@ -13,6 +13,7 @@ from stream.schemas import DeadLetter, LabeledEvent
 from stream.settings import Settings
 from stream.sinks import JsonlSink, MemorySink
 from stream.sources import JsonlSource, MemorySource
+from stream.sources.base import Record
 from stream.worker import Worker
 
 from .conftest import BUNDLE
@@ -88,3 +89,86 @@ def test_commit_every_batch_commits_each_delivered_batch(bundle: Bundle):
     settings = _settings(batch_max_events=7, commit_every_batch=False)
     Worker(settings, interval, MemorySink(), Pipeline(bundle)).run()
     assert interval.commits == [20]  # only the synchronous commit at shutdown
+
+
+def test_bad_input_that_decodes_late_is_dead_lettered_not_a_crash(bundle: Bundle):
+    """Records that used to crash the worker after decoding (and again after every restart, on
+    the same offset): ``meta`` nested past what orjson/pydantic serialise, and a labelled
+    output larger than a producer accepts. Both become dead letters; nothing else is lost."""
+    deep = b'{"a":' * 300 + b'"x"' + b"}" * 300  # orjson itself refuses to write this
+    huge_meta = {"blob": "y" * 1_000_000}
+    records = [
+        orjson.dumps({"id": "g1", "text": "bridge collapsed in the flood"}),
+        b'{"id": "deep", "text": "flood", "meta": ' + deep + b"}",
+        orjson.dumps({"id": "huge", "text": "flood", "meta": huge_meta}),
+        orjson.dumps({"id": "g2", "text": "volunteers bring water"}),
+    ]
+    source, sink = MemorySource(records, topic="in"), MemorySink()
+    settings = _settings(review_topic=None)
+    stats = Worker(settings, source, sink, Pipeline(bundle)).run()
+    dead = {d.id: d for d in map(DeadLetter.model_validate_json, sink.topic(settings.dlq_topic))}
+    assert dead["deep"].error.kind == "schema" and "nested deeper" in dead["deep"].error.message
+    assert (
+        dead["huge"].error.kind == "too_large" and "labelled output" in dead["huge"].error.message
+    )
+    assert dead["huge"].raw_truncated and dead["huge"].raw_bytes == len(records[2])
+    labeled = [orjson.loads(v)["id"] for v in sink.topic(settings.output_topic)]
+    assert labeled == ["g1", "g2"] and stats.dead_letters == 2
+    assert source.committed == {("in", 0): 4}
+
+
+def test_batch_sizes_stay_bounded(bundle: Bundle):
+    worker = Worker(_settings(), MemorySource([]), MemorySink(), Pipeline(bundle))
+    assert worker.stats.batch_sizes.maxlen == 1000
+
+
+class _HeldSink(MemorySink):
+    """An output broker that answers only when told: outputs stay in flight across a revoke."""
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        pass
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        return len(self._pending)
+
+    def answer(self, i: int, err: Exception | None = None) -> None:
+        self._pending[i](err)
+
+
+class _ReassignedSource(MemorySource):
+    """Revokes partition 0 on the next poll and hands it straight back (an eager rebalance):
+    reading restarts at the committed offset, as a consumer group does."""
+
+    rebalance = False
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        if self.rebalance:
+            self.rebalance = False
+            assert self.on_revoke is not None
+            self.on_revoke([("in", 0)])
+            self._pos = self.committed.get(("in", 0), 0)
+        return super().poll(max_records, timeout_s)
+
+
+def test_late_reports_from_before_a_rebalance_do_not_commit_the_re_read(bundle: Bundle):
+    """Outputs of offset 0 still in flight when its partition is revoked; it comes back, offset
+    0 is read and published again, then the old reports arrive (old labelled output failed, old
+    review copy acked). The offset must wait for the new outputs, and the old failure must not
+    be re-sent by this worker (the record was never committed: it is re-read anyway)."""
+    source = _ReassignedSource([orjson.dumps({"id": "e0", "text": "bridge collapsed"})], "in")
+    sink = _HeldSink()
+    settings = _settings(batch_max_events=1, commit_every_batch=False, review_threshold=0.99)
+    worker = Worker(settings, source, sink, Pipeline(bundle, review_threshold=0.99))
+    worker.step()  # labelled #0 and review #1 in flight
+    source.rebalance = True
+    worker.step()  # revoked (flush times out), handed back, re-read: labelled #2, review #3
+    assert [t for t, _, _ in sink.messages] == [settings.output_topic, settings.review_topic] * 2
+    sink.answer(0, RuntimeError("old labelled output: timed out"))
+    sink.answer(1)
+    sink.answer(3)
+    worker._store()
+    assert source.committed == {} and not worker._retry
+    assert worker.tracker.in_flight_outputs == 1  # the new labelled output, #2
+    sink.answer(2)
+    worker._store()
+    assert source.committed == {("in", 0): 1} and worker.tracker.in_flight_outputs == 0

@@ -10,13 +10,19 @@ from collections.abc import Callable
 
 from stream.connectivity import BrokerLink
 
-__all__ = ["DeliveryCallback", "Sink", "SinkFull"]
+__all__ = ["DeliveryCallback", "Sink", "SinkFull", "SinkRejected"]
 
 DeliveryCallback = Callable[[Exception | None], None]
 
 
 class SinkFull(Exception):
     """The sink's local queue is full; poll and retry (backpressure)."""
+
+
+class SinkRejected(Exception):
+    """The sink refuses this one output for good (too large, invalid): re-sending cannot help,
+    so the worker dead-letters its input instead. Raised by ``produce`` or passed to the
+    delivery callback."""
 
 
 class Sink(ABC):

@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from stream.connectivity import BrokerLink
-from stream.sinks.base import DeliveryCallback, Sink, SinkFull
+from stream.sinks.base import DeliveryCallback, Sink, SinkFull, SinkRejected
 
 __all__ = ["KafkaDeliveryError", "KafkaSink"]
 
@@ -19,6 +19,18 @@ log = logging.getLogger(__name__)
 
 class KafkaDeliveryError(Exception):
     """A message could not be delivered (after librdkafka's own retries)."""
+
+
+#: errors that no re-send can fix: the message itself is refused (size, format)
+_REJECTED = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+}
+
+
+def _rejected(err: object) -> bool:
+    return isinstance(err, KafkaError) and err.code() in _REJECTED
 
 
 def _fatal(exc: KafkaException) -> bool:
@@ -87,7 +99,8 @@ class KafkaSink(Sink):
         def report(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 self.last_error = str(err)
-                on_delivery(KafkaDeliveryError(str(err)))
+                kind = SinkRejected if _rejected(err) else KafkaDeliveryError
+                on_delivery(kind(str(err)))
             else:
                 self._link.mark_up()
                 on_delivery(None)
@@ -99,6 +112,8 @@ class KafkaSink(Sink):
             except BufferError as exc:
                 raise SinkFull(str(exc)) from None
             except KafkaException as exc:
+                if exc.args and _rejected(exc.args[0]):
+                    raise SinkRejected(str(exc.args[0])) from None
                 if attempt:
                     raise
                 self._recover(exc)
