@@ -92,8 +92,14 @@ class BundleReloader:
         while not self._stop.is_set():
             self._wake.wait(self.interval_s)
             self._wake.clear()
-            if not self._stop.is_set():
+            if self._stop.is_set():
+                break
+            try:
                 self.check()
+            except Exception as exc:  # a thread that died here would end hot reload silently
+                self.last_error = str(exc)
+                log.exception("bundle reload check failed; the old bundle keeps serving")
+                self._report("refused")
 
     def stop(self) -> None:
         self._stop.set()

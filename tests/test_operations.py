@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -206,3 +208,29 @@ def test_sigterm_during_startup_exits_cleanly(noida: BrokerHandle, tmp_path: Pat
         proc.kill()
     log = proc.log_path.read_text()
     assert "during start-up" in log and '"stopped"' in log, log[-3000:]
+
+
+def test_reload_thread_survives_an_unexpected_error(tmp_path: Path):
+    """A loader that fails in a way the reloader does not expect (not a bundle error) must not
+    end hot reload for the life of the process: the next change is still picked up."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    calls: list[str] = []
+    results: list[str] = []
+
+    def load(path: Path) -> Pipeline:
+        calls.append(manifest.read_text())
+        raise RuntimeError("loader bug")
+
+    reloader = BundleReloader(tmp_path, load, interval_s=0.05, on_result=results.append).start()
+    try:
+        for content in ('{"v": 1}', '{"v": 22}'):
+            manifest.write_text(content)
+            os.utime(manifest, (time.time() + len(calls) + 5,) * 2)
+            deadline = time.monotonic() + 5
+            while content not in calls and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert calls[-1] == '{"v": 22}' and reloader._thread.is_alive()
+        assert results[:2] == ["refused", "refused"] and reloader.last_error == "loader bug"
+    finally:
+        reloader.stop()
