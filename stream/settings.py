@@ -196,6 +196,17 @@ class Settings(BaseSettings):
     def output_topics(self) -> list[str]:
         return [t for t in (self.output_topic, self.review_topic, self.dlq_topic) if t]
 
+    def route_topics(self, labels: dict[str, list[str]]) -> list[str]:
+        """``<output_topic>.<task>.<label>`` for every label of every routed task, given each
+        task's labels (the bundle's): the topics ``route_labels`` publishes to."""
+        if not self.route_labels:
+            return []
+        return [
+            f"{self.output_topic}.{task}.{label}"
+            for task in self.route_tasks
+            for label in labels.get(task, [])
+        ]
+
 
 def _redact_kafka(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {k: _MASK if _SECRET_KEY.search(k) else v for k, v in items}

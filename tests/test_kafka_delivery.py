@@ -14,10 +14,11 @@ import time
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from stream.decode import DLQ_RAW_BYTES
 from stream.demo import BAD_RECORDS
-from stream.models.bundle import Bundle
+from stream.models.bundle import Bundle, load_bundle
 from stream.pipeline import Pipeline
 from stream.runtime import make_sink, make_source
 from stream.sinks.kafka import KafkaSink
@@ -116,6 +117,30 @@ def test_outputs_a_producer_refuses_become_dead_letters(noida: BrokerHandle, bun
         }
     finally:
         probe.close()
+
+
+def test_create_topics_creates_the_route_topics(noida: BrokerHandle):
+    """``run --create-topics`` with ``CRISIS_ROUTE_LABELS``: the per-label topics (named from
+    the bundle's labels) exist before the first output, so a broker without auto-creation
+    does not leave routed outputs failing while the input stays paused."""
+    settings = noida.settings(route_labels=True, route_tasks=["informative", "humanitarian"])
+    env = {
+        **os.environ,
+        **_env(settings),
+        "CRISIS_ROUTE_LABELS": "true",
+        "CRISIS_ROUTE_TASKS": "informative,humanitarian",
+    }
+    events = REPO / "stream" / "samples" / "events.jsonl"
+    cmd = [sys.executable, "-m", "stream", "run", "--create-topics", "--source", f"file:{events}"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    heads = {"informative": 2, "humanitarian": 5}
+    expected = settings.route_topics(
+        {h.task: list(h.labels) for h in load_bundle(settings.bundle).heads}
+    )
+    assert len(expected) == sum(heads.values())
+    topics = set(AdminClient({"bootstrap.servers": noida.bootstrap}).list_topics(timeout=10).topics)
+    assert set(expected) <= topics
 
 
 def _worker_process(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
