@@ -228,7 +228,8 @@ def test_reload_thread_survives_an_unexpected_error(tmp_path: Path):
             manifest.write_text(content)
             os.utime(manifest, (time.time() + len(calls) + 5,) * 2)
             deadline = time.monotonic() + 5
-            while content not in calls and time.monotonic() < deadline:
+            want = len(results) + 1  # the report follows the loader's call: wait for both
+            while (content not in calls or len(results) < want) and time.monotonic() < deadline:
                 time.sleep(0.02)
         assert calls[-1] == '{"v": 22}' and reloader._thread.is_alive()
         assert results[:2] == ["refused", "refused"] and reloader.last_error == "loader bug"
