@@ -20,8 +20,8 @@ import onnxruntime as ort
 from common import BUNDLE, crisis_texts, interleaved_ratios, table, unique_texts
 from tokenizers import Encoding
 
+from stream.build.export import CANDIDATES, quantize_int8
 from stream.models.bundle import read_manifest
-from stream.models.export import CANDIDATES, quantize_int8
 from stream.models.text import TextEncoder
 
 LEVELS = {
@@ -256,7 +256,7 @@ def main() -> None:
         pt_enc = TextEncoder(pt, tok, spec.max_length, None, 32)
         eff["per-tensor int8 weights"] = runner(pt_enc, texts, 32, "sorted")
     # the other kind of dynamic int8: per-tensor activations (quantize_dynamic) when the
-    # bundle ships per-token, per-token (stream.models.rowwise) when it ships per-tensor
+    # bundle ships per-token, per-token (stream.build.rowwise) when it ships per-tensor
     shipped_per_token = bool(spec.quantization.get("per_token"))
     other_q = next(q for q in CANDIDATES if q.per_token != shipped_per_token and not q.smooth)
     other_path = work / f"text_encoder.{other_q.name}.onnx"

@@ -25,9 +25,9 @@ from common import BUNDLE, crisis_texts, met, table
 from confluent_kafka import Producer
 from pipeline import events, kafka_rate, settings_for
 
-from stream.admin import ensure_topics
-from stream.broker import LocalBroker
+from stream.local.broker import LocalBroker
 from stream.models.bundle import load_bundle
+from stream.ops.admin import ensure_topics
 from stream.pipeline import Pipeline
 from stream.runtime import consumer_conf
 from stream.schemas import LabeledEvent

@@ -27,9 +27,9 @@ import orjson
 from common import BUNDLE, crisis_texts, group_cpu_s, met, repeat_to, table
 from confluent_kafka import Consumer, Producer
 
-from stream.admin import ensure_topics
-from stream.broker import LocalBroker
+from stream.local.broker import LocalBroker
 from stream.models.bundle import load_bundle
+from stream.ops.admin import ensure_topics
 from stream.pipeline import Pipeline
 from stream.schemas import InputEvent
 from stream.settings import Settings
@@ -190,7 +190,7 @@ def naive_rate(bootstrap: str, pipe: Pipeline, values: list[bytes]) -> float:
     from tokenizers import Tokenizer
     from transformers import BertModel
 
-    from stream.models.export import source_model_dir
+    from stream.build.export import source_model_dir
 
     mdir = source_model_dir()
     tok = Tokenizer.from_file(str(mdir / "tokenizer.json"))

@@ -18,11 +18,15 @@ import orjson
 from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from stream.images.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "Settings"]
 
-__all__ = ["Settings"]
+#: default cap on one image's width x height: a 6000 x 4000 (24 Mpx) camera photo
+DEFAULT_MAX_PIXELS = 24_000_000
+#: default cap on one image's encoded bytes
+DEFAULT_MAX_BYTES = 10_000_000
 
-_REPO = Path(__file__).resolve().parent.parent
+#: the checkout (or site-packages) directory that holds the ``stream`` package
+REPO_ROOT = Path(__file__).resolve().parent.parent
 #: librdkafka properties in ``kafka`` whose values are secrets (passwords, keys, tokens)
 _SECRET_KEY = re.compile(r"password|secret|\.pem$|jaas|token", re.IGNORECASE)
 _MASK = "**********"
@@ -79,7 +83,7 @@ class Settings(BaseSettings):
     kafka: dict[str, str] = Field(default_factory=dict, description="extra librdkafka properties")
 
     # Model
-    bundle: Path = _REPO / "models" / "minilm-crisis"
+    bundle: Path = REPO_ROOT / "models" / "minilm-crisis"
     precision: str | None = Field(None, description="int8 or fp32; default: the bundle's")
     threads: int | None = None
     ort_spinning: bool = Field(

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream import metrics_ci
-from stream.metrics_ci import bootstrap_difference, bootstrap_intervals
-from stream.metrics_eval import evaluate_predictions, format_evaluation
+from stream.evaluation.intervals import bootstrap_difference, bootstrap_intervals
+from stream.evaluation.metrics import evaluate_predictions, format_evaluation
 
 LABELS = ["a", "b", "c", "d"]
 rows = st.lists(
@@ -120,7 +120,7 @@ def test_bad_input_is_refused():
 
 def test_build_metrics_record_intervals():
     """``models build`` writes each split's intervals into the manifest beside the figures."""
-    from stream.models.train import evaluate
+    from stream.build.train import evaluate
 
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 600)

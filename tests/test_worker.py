@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from stream.demo import BAD_RECORDS, sample_events
+from stream.local.demo import BAD_RECORDS, sample_events
 from stream.models.bundle import Bundle
 from stream.pipeline import Pipeline
 from stream.schemas import DeadLetter, LabeledEvent

@@ -3,7 +3,7 @@
 Why: a sentence encoder of MiniLM's size blurs rare but decisive surface cues (hashtags,
 place names, "#PrayFor…", donation links). A linear model on TF-IDF features keeps them, and on
 the CrisisMMD dev splits mixing its logits with the encoder head's beats either alone (see
-:mod:`stream.models.hybrid`). The worker must not need scikit-learn, so this module reproduces
+:mod:`stream.build.hybrid`). The worker must not need scikit-learn, so this module reproduces
 scikit-learn's ``TfidfVectorizer`` (lowercase; ``token_pattern`` ``\\b\\w\\w+\\b`` n-grams
 joined by a space; ``char_wb`` n-grams of each whitespace-separated word padded with spaces;
 sublinear tf, smooth idf, L2 per analyzer) from the vocabulary and idf the build saved; a test
