@@ -64,6 +64,7 @@ lint: setup
 	$(VENV)/bin/ruff check stream tests bench
 	$(VENV)/bin/ruff format --check stream tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) $(BUNDLE) .pytest_cache .mypy_cache .ruff_cache

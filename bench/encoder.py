@@ -163,7 +163,11 @@ def image_section(bundle: Path, rounds: int, min_s: float) -> None:
     for prec in precs:
         for b in (1, 8, 32, 64):
             enc = ImageEncoder(bundle / spec.files[prec], None, b)
-            configs[f"{prec} b{b}"] = lambda enc=enc: len(enc.encode(pixels).logits)
+
+            def run(enc: ImageEncoder = enc) -> int:
+                return len(enc.encode(pixels).logits)
+
+            configs[f"{prec} b{b}"] = run
     base = f"{spec.precision} b{16 if f'{spec.precision} b16' in configs else 8}"
     q, r = interleaved_ratios(configs, base, rounds, min_s)
     rows = []

@@ -196,7 +196,8 @@ def naive_rate(bootstrap: str, pipe: Pipeline, values: list[bytes]) -> float:
     tok = Tokenizer.from_file(str(mdir / "tokenizer.json"))
     tok.enable_truncation(128)
     tok.no_padding()
-    model = BertModel.from_pretrained(str(mdir), add_pooling_layer=False).eval()
+    model: Any = BertModel.from_pretrained(str(mdir), add_pooling_layer=False)
+    model.eval()
     heads = pipe.bundle.heads
     pipe_analyse = pipe.bundle.analyse  # a hybrid head's lexical features, per event
     s = settings_for(bootstrap)
@@ -218,8 +219,11 @@ def naive_rate(bootstrap: str, pipe: Pipeline, values: list[bytes]) -> float:
         msg = consumer.poll(1.0)
         if msg is None or msg.error():
             continue
+        value = msg.value()
+        if value is None:
+            continue
         first = first or time.perf_counter()
-        ev = InputEvent.model_validate(orjson.loads(msg.value()))
+        ev = InputEvent.model_validate(orjson.loads(value))
         e = tok.encode(ev.text)
         with torch.inference_mode():
             ids = torch.tensor([e.ids])

@@ -95,8 +95,8 @@ class Lexicon:
             np.asarray(d["word_idf"], np.float64),
             d["chars"],
             np.asarray(d["char_idf"], np.float64),
-            tuple(d["word_ngrams"]),  # type: ignore[arg-type]
-            tuple(d["char_ngrams"]),  # type: ignore[arg-type]
+            tuple(d["word_ngrams"]),
+            tuple(d["char_ngrams"]),
             bool(d.get("drop_links", False)),
         )
 
