@@ -21,7 +21,8 @@ from PIL import Image
 from stream.cli.replay import backtest as backtest_cmd
 from stream.cli.replay import evaluate as evaluate_cmd
 from stream.cli.replay import load_crisismmd as load_cmd
-from stream.evaluation.metrics import evaluate_predictions, expected_calibration_error
+from stream.evaluation.metrics import expected_calibration_error
+from stream.evaluation.scoring import evaluate_predictions
 from stream.local.demo import BAD_RECORDS, sample_events
 from stream.models.bundle import Bundle, read_manifest
 from stream.pipeline import Pipeline

@@ -35,6 +35,7 @@ import numpy as np
 
 from stream.data.crisismmd import CrisisRow
 from stream.errors import MissingExtraError
+from stream.evaluation.metrics import macro_f1
 from stream.build.export import input_names, load_transformer
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "training_rows"]
@@ -120,15 +121,6 @@ def _pooled(torch: Any, bert: Any, ids: Any, mask: Any) -> Any:
     return torch.nn.functional.normalize(mean, dim=-1)
 
 
-def _macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
-    f1 = []
-    for c in range(k):
-        tp = float(np.sum((pred == c) & (y == c)))
-        denom = float(np.sum(pred == c) + np.sum(y == c))
-        f1.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(f1))
-
-
 def finetune(
     train: dict[str, Sequence[CrisisRow]],
     dev: dict[str, Sequence[CrisisRow]],
@@ -211,7 +203,7 @@ def finetune(
                 pred = heads[t](x * cfg.scale).argmax(1).numpy()
             out[task] = {
                 "accuracy": round(float((pred == yt).mean()), 4),
-                "macro_f1": round(_macro_f1(yt, pred, len(labels[task])), 4),
+                "macro_f1": round(macro_f1(yt, pred), 4),
             }
         bert.train()
         return out

@@ -25,7 +25,8 @@ from stream.errors import MissingExtraError
 from stream.build.calibration import fit_temperature
 from stream.models.lexicon import Analysis, LexicalPart, Lexicon
 from stream.models.links import mask_links
-from stream.build.train import HeadResult, Split, choose_review_threshold, class_rows, macro_f1
+from stream.build.train import HeadResult, Split, choose_review_threshold, class_rows
+from stream.evaluation.metrics import macro_f1
 
 __all__ = ["C_GRID", "fit_lexicon", "hybridize"]
 
@@ -78,7 +79,7 @@ def _fit(
         model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
         model.fit(x, y, sample_weight=w)
         coef, icpt = class_rows(model.coef_, model.intercept_)
-        score = macro_f1(y_dev, np.asarray(x_dev @ coef.T + icpt).argmax(axis=1), k)
+        score = macro_f1(y_dev, np.asarray(x_dev @ coef.T + icpt).argmax(axis=1))
         if best is None or score > best[0]:
             best = (score, c, coef, icpt)
     assert best is not None
@@ -106,14 +107,14 @@ def hybridize(
     z_enc = (dev.x @ head.weight.T + head.bias) / head.temperature
     z_lex = {name: np.asarray(x_dev @ p["V"].T + p["c"]) for name, p in parts.items()}
     scores: dict[str, float] = {}
-    encoder_f1 = macro_f1(dev.y, z_enc.argmax(axis=1), k)
+    encoder_f1 = macro_f1(dev.y, z_enc.argmax(axis=1))
     best = (encoder_f1, 0.0, 0.0)
     for a in WEIGHT_GRID:
         for b in WEIGHT_GRID:
             if a + b > MAX_LEXICAL + 1e-9:
                 continue
             z = (1 - a - b) * z_enc + a * z_lex["words"] + b * z_lex["chars"]
-            scores[f"{a},{b}"] = s = round(macro_f1(dev.y, z.argmax(axis=1), k), 4)
+            scores[f"{a},{b}"] = s = round(macro_f1(dev.y, z.argmax(axis=1)), 4)
             if s > round(best[0], 4):
                 best = (s, a, b)
     _, a, b = best

@@ -25,6 +25,7 @@ import numpy as np
 
 from stream.build.calibration import fit_temperature, fit_weights
 from stream.images.decode import decode_image
+from stream.evaluation.metrics import accuracy, macro_f1
 from stream.data.image_rows import ImageRow, read_image_rows
 from stream.models.concepts import ConceptSpace, embed_class_names, imagenet_class_names
 from stream.build.export_image import export_image_encoder
@@ -35,23 +36,18 @@ from stream.models.image import ImageEncoder
 from stream.models.lexicon import Lexicon, analyse_all
 from stream.models.text import TextEncoder
 
-__all__ = ["build_image_assets", "macro_f1", "prototype_head"]
+__all__ = ["build_image_assets", "prototype_head", "scores"]
 
 CONCEPTS_FILE = "image_concepts.npz"
 DEFAULT_FUSION = FusionWeights(text=1.0, image=0.5)
 SHRINK = 5.0  # pseudo-count pulling a label's prototype towards the mean of all images
 
 
-def macro_f1(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """(accuracy, macro-F1 over the labels present in ``y`` or ``pred``)."""
+def scores(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """(accuracy, macro-F1), rounded for the manifest; NaN for no rows."""
     if len(y) == 0:
         return float("nan"), float("nan")
-    f1s = []
-    for k in np.union1d(y, pred):
-        tp = float(np.sum((pred == k) & (y == k)))
-        denom = float(np.sum(pred == k) + np.sum(y == k))
-        f1s.append(2 * tp / denom if denom else 0.0)
-    return round(float(np.mean(pred == y)), 4), round(float(np.mean(f1s)), 4)
+    return round(accuracy(y, pred), 4), round(macro_f1(y, pred), 4)
 
 
 def prototype_head(
@@ -139,7 +135,7 @@ def _image_head(
     info["temperature"] = round(temperature, 6)
     image_head = LinearHead(head.task, head.labels, weight, bias + temperature * prior, temperature)
     if len(dev_y):
-        info["dev_image_only"] = macro_f1(dev_y, image_head.predict(emb[dev_idx]).pred)
+        info["dev_image_only"] = scores(dev_y, image_head.predict(emb[dev_idx]).pred)
     return image_head, info
 
 
@@ -181,10 +177,10 @@ def _fuse_and_measure(
         ct = np.abs(fusion.text * (zt[rows, k] - zt.mean(axis=1)))
         ci = np.abs(fusion.image * (zi[rows, k] - zi.mean(axis=1)))
         info["test"] = {
-            "text_only": macro_f1(te_y, zt.argmax(axis=1)),
-            "image_only": macro_f1(te_y, zi.argmax(axis=1)),
-            "image_zero_shot_text_head": macro_f1(te_y, zs.argmax(axis=1)),
-            "fused": macro_f1(te_y, k),
+            "text_only": scores(te_y, zt.argmax(axis=1)),
+            "image_only": scores(te_y, zi.argmax(axis=1)),
+            "image_zero_shot_text_head": scores(te_y, zs.argmax(axis=1)),
+            "fused": scores(te_y, k),
             "mean_image_reliance": round(float(np.mean(ci / np.maximum(ct + ci, 1e-12))), 4),
             "image_only_nll": round(float(-np.log(softmax(zi)[rows, te_y] + 1e-12).mean()), 4),
         }

@@ -25,6 +25,7 @@ import numpy as np
 from stream.errors import MissingExtraError
 from stream.build.calibration import fit_temperature
 from stream.evaluation.intervals import bootstrap_intervals
+from stream.evaluation.metrics import accuracy, class_f1, expected_calibration_error, macro_f1
 from stream.models.heads import LinearHead
 from stream.models.numeric import softmax
 from stream.models.lexicon import Analysis, LexicalPart
@@ -41,9 +42,7 @@ __all__ = [
     "choose_review_threshold",
     "class_rows",
     "evaluate",
-    "expected_calibration_error",
     "fixed_head",
-    "macro_f1",
     "save_head",
     "train_head",
     "zero_shot_head",
@@ -167,43 +166,26 @@ def save_head(
             zf.writestr(zipfile.ZipInfo(f"{name}.npy", (1980, 1, 1, 0, 0, 0)), buf.getvalue())
 
 
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    """ECE over ``bins`` equal-width bins of the top probability."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            total += float(sel.mean()) * abs(float(correct[sel].mean()) - float(conf[sel].mean()))
-    return total
-
-
-def _f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
-    tp = float(np.sum((pred == k) & (y == k)))
-    denom = float(np.sum(pred == k) + np.sum(y == k))
-    return 2 * tp / denom if denom else 0.0
-
-
 def evaluate(
     probs: np.ndarray, y: np.ndarray, labels: Sequence[str], review_threshold: float
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1 (over all ``labels``), per-class F1, ECE, NLL, the share and
+    """Accuracy, macro-F1 (:mod:`stream.evaluation.metrics`), per-class F1, ECE, NLL, the share and
     accuracy of the events kept automatically (top probability >= ``review_threshold``), and
     95 % bootstrap intervals of accuracy and macro-F1 (:mod:`stream.evaluation.intervals`)."""
     pred = probs.argmax(axis=1)
     names = [labels[i] for i in y], [labels[i] for i in pred]
     intervals = bootstrap_intervals(*names, labels) if len(y) else {}
-    per_class = {name: round(_f1(y, pred, k), 4) for k, name in enumerate(labels)}
+    f1 = class_f1(y, pred, len(labels))
+    per_class = {name: round(float(f1[k]), 4) for k, name in enumerate(labels)}
+    ece, _ = expected_calibration_error(probs.max(axis=1), pred == y)
     kept = probs.max(axis=1) >= review_threshold
     nll = -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12)).mean()
     return {
         "n": len(y),
-        "accuracy": round(float((pred == y).mean()), 4),
-        "macro_f1": round(float(np.mean(list(per_class.values()))), 4),
+        "accuracy": round(accuracy(y, pred), 4),
+        "macro_f1": round(macro_f1(y, pred), 4),
         "per_class_f1": per_class,
-        "ece": round(expected_calibration_error(probs, y), 4),
+        "ece": round(ece, 4),
         "nll": round(float(nll), 4),
         "auto_share": round(float(kept.mean()), 4),
         "auto_accuracy": round(float((pred == y)[kept].mean()), 4) if kept.any() else None,
@@ -226,11 +208,6 @@ def choose_review_threshold(
         if kept.any() and float(correct[kept].mean()) >= accuracy:
             return float(t)
     return hi
-
-
-def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
-    """Unweighted mean of the ``k`` classes' F1 (a class never predicted nor present: 0)."""
-    return float(np.mean([_f1(y, pred, c) for c in range(k)]))
 
 
 def class_rows(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,7 +237,7 @@ def train_head(
         model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
         model.fit(train.x, train.y, sample_weight=train.weights)
         coef, icpt = class_rows(model.coef_, model.intercept_)
-        scores[c] = macro_f1(dev.y, (dev.x @ coef.T + icpt).argmax(axis=1), k)
+        scores[c] = macro_f1(dev.y, (dev.x @ coef.T + icpt).argmax(axis=1))
         if best is None or scores[c] > scores[best[0]]:
             best = (c, coef, icpt)
     assert best is not None

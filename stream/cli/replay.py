@@ -215,7 +215,7 @@ def evaluate(
         return
     if data is None or data.is_dir():
         raise click.UsageError("--data must name a .tsv or .jsonl file")
-    from stream.evaluation.metrics import format_evaluation
+    from stream.evaluation.scoring import format_evaluation
     from stream.replay.evaluate import (
         check_task,
         label_events,

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream.evaluation.metrics import batch_scores
+
 __all__ = [
     "LEVEL",
     "RESAMPLES",
@@ -75,23 +77,6 @@ def _index_chunks(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
         yield rng.integers(0, n, size=(min(step, resamples - start), n))
 
 
-def _scores(t: np.ndarray, p: np.ndarray, n_labels: int) -> np.ndarray:
-    """Accuracy and macro-F1 of each row of ``t``/``p`` (``(r, n)`` label codes), shape
-    ``(r, 2)``. Macro-F1 averages over the labels present in the row's truth or prediction,
-    as :func:`stream.evaluation.metrics.evaluate_predictions` (and scikit-learn) do."""
-    r, n = t.shape
-    cells = (np.arange(r)[:, None] * n_labels * n_labels + t * n_labels + p).ravel()
-    cm = np.bincount(cells, minlength=r * n_labels * n_labels).reshape(r, n_labels, n_labels)
-    tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)
-    true_tot = cm.sum(axis=2).astype(np.float64)
-    pred_tot = cm.sum(axis=1).astype(np.float64)
-    denom = true_tot + pred_tot
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    present = denom > 0
-    macro = f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
-    return np.stack([tp.sum(axis=1) / n, macro], axis=1)
-
-
 def _quantiles(stats: np.ndarray, level: float) -> np.ndarray:
     tail = (1.0 - level) / 2.0
     return np.asarray(np.quantile(stats, [tail, 1.0 - tail], axis=0))
@@ -121,7 +106,7 @@ def bootstrap_intervals(
     _check(len(y_true), resamples, level)
     t, p = _codes(y_true, labels), _codes(y_pred, labels)
     stats = np.concatenate(
-        [_scores(t[i], p[i], len(labels)) for i in _index_chunks(len(t), resamples, seed)]
+        [batch_scores(t[i], p[i], len(labels)) for i in _index_chunks(len(t), resamples, seed)]
     )
     q = _quantiles(stats, level)
     return {
@@ -146,10 +131,12 @@ def bootstrap_difference(
     _check(len(y_true), resamples, level)
     t, a, b = (_codes(y, labels) for y in (y_true, pred_a, pred_b))
     n_labels = len(labels)
-    whole = _scores(t[None], b[None], n_labels)[0] - _scores(t[None], a[None], n_labels)[0]
+    whole = (
+        batch_scores(t[None], b[None], n_labels)[0] - batch_scores(t[None], a[None], n_labels)[0]
+    )
     diffs = np.concatenate(
         [
-            _scores(t[i], b[i], n_labels) - _scores(t[i], a[i], n_labels)
+            batch_scores(t[i], b[i], n_labels) - batch_scores(t[i], a[i], n_labels)
             for i in _index_chunks(len(t), resamples, seed)
         ]
     )

@@ -1,32 +1,30 @@
-"""Classification metrics at runtime (pure numpy): accuracy, macro-F1, per-class F1, confusion
-matrix, expected calibration error, and bootstrap intervals of the first two.
+"""The one implementation of the classification metrics (pure numpy): accuracy, per-class and
+macro F1, confusion matrix, expected calibration error. The build, ``crisis-stream evaluate``,
+backtests and the bootstrap intervals all score with these, so their figures agree.
 
-The worker image carries no scikit-learn, yet ``crisis-stream evaluate`` and backtests must score
-labelled events where they run; these follow scikit-learn's definitions (macro-F1 over the labels
-present in truth or prediction, F1 = 0 where precision and recall are both 0) so the numbers
-match the build-time ones.
+Label-set rule: macro-F1 averages the F1 of the labels present in the gold labels or the
+predictions (scikit-learn's ``f1_score(average="macro")`` without ``labels=``); a label in
+neither has no F1 and does not count. F1 is 0 where precision and recall are both 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
-
-from stream.evaluation.intervals import RESAMPLES, Interval, bootstrap_intervals
 
 __all__ = [
     "N_BINS",
     "ClassScore",
-    "Evaluation",
     "ReliabilityBin",
+    "accuracy",
+    "batch_scores",
+    "class_f1",
     "confusion_matrix",
-    "evaluate_predictions",
     "expected_calibration_error",
-    "format_evaluation",
     "label_order",
+    "macro_f1",
 ]
 
 #: equal-width confidence bins of the ECE and the reliability diagram
@@ -50,26 +48,6 @@ class ReliabilityBin:
     count: int
     confidence: float
     accuracy: float
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Scores of one labeller on one task; ``confusion[i][j]`` = true ``labels[i]``, predicted
-    ``labels[j]``."""
-
-    n: int
-    labels: list[str]
-    accuracy: float
-    macro_f1: float
-    per_class: dict[str, ClassScore]
-    confusion: list[list[int]]
-    ece: float
-    reliability: list[ReliabilityBin] = field(default_factory=list)
-    #: bootstrap intervals of ``accuracy`` and ``macro_f1`` (empty when not computed)
-    intervals: dict[str, Interval] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def label_order(preferred: Sequence[str], *seen: Sequence[str]) -> list[str]:
@@ -118,71 +96,48 @@ def expected_calibration_error(
     return float(ece), bins
 
 
-def evaluate_predictions(
-    y_true: Sequence[str],
-    y_pred: Sequence[str],
-    confidence: Sequence[float] | None = None,
-    model_labels: Sequence[str] = (),
-    resamples: int = RESAMPLES,
-) -> Evaluation:
-    """Score predictions against gold labels; ``confidence`` is the predicted label's
-    probability (for the ECE; omitted -> ECE 0 and no reliability bins); ``resamples`` > 0
-    adds 95 % bootstrap intervals (:mod:`stream.evaluation.intervals`)."""
-    if len(y_true) != len(y_pred):
-        raise ValueError("y_true and y_pred differ in length")
-    labels = label_order(model_labels, y_true, y_pred)
-    cm = confusion_matrix(y_true, y_pred, labels)
-    n = len(y_true)
-    tp = np.diag(cm).astype(np.float64)
-    pred_tot = cm.sum(axis=0).astype(np.float64)
-    true_tot = cm.sum(axis=1).astype(np.float64)
-    precision = np.divide(tp, pred_tot, out=np.zeros_like(tp), where=pred_tot > 0)
-    recall = np.divide(tp, true_tot, out=np.zeros_like(tp), where=true_tot > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    per_class = {
-        lab: ClassScore(float(precision[i]), float(recall[i]), float(f1[i]), int(true_tot[i]))
-        for i, lab in enumerate(labels)
-    }
-    ece, bins = 0.0, list[ReliabilityBin]()
-    if confidence is not None:
-        correct = [t == p for t, p in zip(y_true, y_pred, strict=True)]
-        ece, bins = expected_calibration_error(confidence, correct)
-    intervals = bootstrap_intervals(y_true, y_pred, labels, resamples) if resamples and n else {}
-    return Evaluation(
-        n=n,
-        labels=labels,
-        accuracy=float(tp.sum() / n) if n else 0.0,
-        macro_f1=float(f1.mean()) if labels else 0.0,
-        per_class=per_class,
-        confusion=cm.tolist(),
-        ece=ece,
-        reliability=bins,
-        intervals=intervals,
-    )
+def batch_scores(t: np.ndarray, p: np.ndarray, n_labels: int) -> np.ndarray:
+    """Accuracy and macro-F1 of each row of ``t``/``p`` (``(r, n)`` label codes below
+    ``n_labels``), shape ``(r, 2)``; vectorised over rows for the bootstrap."""
+    r, n = t.shape
+    cells = (np.arange(r)[:, None] * n_labels * n_labels + t * n_labels + p).ravel()
+    cm = np.bincount(cells, minlength=r * n_labels * n_labels).reshape(r, n_labels, n_labels)
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)
+    true_tot = cm.sum(axis=2).astype(np.float64)
+    pred_tot = cm.sum(axis=1).astype(np.float64)
+    denom = true_tot + pred_tot
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = denom > 0
+    macro = f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    return np.stack([tp.sum(axis=1) / max(n, 1), macro], axis=1)
 
 
-def format_evaluation(ev: Evaluation, title: str = "") -> str:
-    """A plain-text report: headline scores, per-class table, confusion matrix."""
-    lines = [title] if title else []
-    lines.append(
-        f"n={ev.n}  accuracy={ev.accuracy:.4f}  macro-F1={ev.macro_f1:.4f}  ECE={ev.ece:.4f}"
+def _as_codes(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    t, p = np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    if t.shape != p.shape:
+        raise ValueError("y and pred differ in length")
+    return t, p, int(max(t.max(initial=-1), p.max(initial=-1))) + 1
+
+
+def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Share of equal label codes (0 for no events)."""
+    t, p, _ = _as_codes(y, pred)
+    return float(np.mean(t == p)) if t.size else 0.0
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    """Macro-F1 of integer label codes over the labels present in ``y`` or ``pred``."""
+    t, p, k = _as_codes(y, pred)
+    if not t.size:
+        return 0.0
+    return float(batch_scores(t[None], p[None], k)[0, 1])
+
+
+def class_f1(y: np.ndarray, pred: np.ndarray, n_labels: int) -> np.ndarray:
+    """F1 of each label code ``0..n_labels-1`` (0 for a label in neither ``y`` nor ``pred``)."""
+    t, p, _ = _as_codes(y, pred)
+    tp = np.bincount(t[t == p], minlength=n_labels).astype(np.float64)
+    denom = (np.bincount(t, minlength=n_labels) + np.bincount(p, minlength=n_labels)).astype(
+        np.float64
     )
-    if ev.intervals:
-        acc, f1 = ev.intervals["accuracy"], ev.intervals["macro_f1"]
-        lines.append(
-            f"{acc.level:.0%} interval (bootstrap over events, {acc.resamples} resamples): "
-            f"accuracy [{acc.low:.4f}, {acc.high:.4f}]  macro-F1 [{f1.low:.4f}, {f1.high:.4f}]"
-        )
-    width = max([len(lab) for lab in ev.labels] + [5])
-    lines.append(f"{'class':<{width}}  precision  recall      f1  support")
-    for lab, s in ev.per_class.items():
-        lines.append(
-            f"{lab:<{width}}  {s.precision:9.4f}  {s.recall:6.4f}  {s.f1:6.4f}  {s.support:7d}"
-        )
-    lines.append("confusion (rows: gold, columns: predicted)")
-    short = [lab[:10] for lab in ev.labels]
-    lines.append(" " * width + "  " + " ".join(f"{s:>10}" for s in short))
-    for lab, row in zip(ev.labels, ev.confusion, strict=True):
-        lines.append(f"{lab:<{width}}  " + " ".join(f"{v:>10d}" for v in row))
-    return "\n".join(lines)
+    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)

@@ -21,7 +21,8 @@ from typing import Any, TextIO
 import orjson
 
 from stream.evaluation.intervals import bootstrap_difference
-from stream.evaluation.metrics import evaluate_predictions, label_order
+from stream.evaluation.metrics import label_order
+from stream.evaluation.scoring import evaluate_predictions
 from stream.replay.reader import Bound, read_range
 from stream.replay.run import SinkTarget, replay
 from stream.runtime import build_pipeline

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from stream.errors import ConfigError
-from stream.evaluation.metrics import Evaluation, evaluate_predictions
+from stream.evaluation.scoring import Evaluation, evaluate_predictions
 from stream.pipeline import Pipeline
 from stream.schemas import InputEvent, LabeledEvent, Origin
 
