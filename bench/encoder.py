@@ -1,4 +1,5 @@
-"""Encoder throughput (issue 8, items 3 and 6): texts/s per configuration, as ratios.
+"""Encoder throughput: texts/s per configuration (int8 vs fp32 by batch size, efficiency knobs
+at batch 32), as ratios.
 
 Baseline: the shipped TextEncoder (int8, its default session, length-sorted batches of 32).
 Everything else is reported relative to it, measured interleaved in the same process.
@@ -141,7 +142,7 @@ def cosine_vs(ref: TextEncoder, other: TextEncoder, texts: Sequence[str]) -> tup
 
 
 def image_section(bundle: Path, rounds: int, min_s: float) -> None:
-    """Item 3 for the image encoder: int8 vs fp32 by batch size, on 64 224x224 crops of the
+    """The image encoder: int8 vs fp32 by batch size, on 64 224x224 crops of the
     scikit-learn sample photos (pixel content does not change the cost of a CNN)."""
     from sklearn.datasets import load_sample_images
 
@@ -209,7 +210,7 @@ def main() -> None:
         f"{len(texts)} CrisisMMD dev texts, {rounds} interleaved rounds, median per-round ratio\n"
     )
 
-    # -- item 3: int8 vs fp32 by batch size ----------------------------------------------
+    # -- int8 vs fp32 by batch size -----------------------------------------------------
     configs: dict[str, Callable[[], int]] = {}
     for prec in ("int8", "fp32"):
         for b in (1, 8, 32, 64):
@@ -237,7 +238,7 @@ def main() -> None:
     print()
     image_section(args.bundle, rounds, min_s)
 
-    # -- item 6: efficiency knobs at batch 32 --------------------------------------------
+    # -- efficiency knobs at batch 32 ---------------------------------------------------
     shipped = "shipped (threads=ORT default, spinning off, all, sorted)"
     eff: dict[str, Callable[[], int]] = {
         shipped: runner(make("int8", 32), texts, 32, "sorted"),

@@ -1,4 +1,4 @@
-"""End-to-end latency at 50% of max throughput (issue 8, item 4), with a batch/max-wait sweep.
+"""End-to-end latency at 50% of max throughput, with a batch/max-wait sweep.
 
 For each batch size the worker's max throughput is measured first (Kafka in and out on the
 same local broker, flat out on pre-seeded events: on 2 cores the broker competes with the

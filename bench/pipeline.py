@@ -1,4 +1,4 @@
-"""Pipeline vs limit and vs naive (issue 8, items 1 and 2), as ratios measured in one process.
+"""Pipeline vs limit and vs naive, as ratios measured in one process.
 
 * limit: events/s of the full worker (Kafka in/out on a local noida-db broker, decode,
   validation, batching, int8 encoder, heads, rationales, produce, commit) divided by texts/s of

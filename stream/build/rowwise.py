@@ -4,7 +4,8 @@ the other tweets in its micro-batch.
 Why: ``quantize_dynamic`` quantizes each MatMul's activations with one scale for the whole
 ``[batch, tokens, hidden]`` tensor, so a tweet's embedding moves with its batch companions. On
 the agreed dev tweets that flipped 1.1-1.3 % of the default bundle's labels between "encoded
-alone" and "encoded in a batch of 32" (``notes/raw/batch_flips.py``), and it made the same
+alone" and "encoded in a batch of 32" (measured by re-encoding dev alone and in batches), and
+it made the same
 bundle's dev figures move by ~0.01 macro-F1 when only the set of texts embedded together
 changed: a backtest could not promise the live worker's labels.
 
