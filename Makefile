@@ -52,7 +52,7 @@ test-slow: models system
 	$(PY) -m pytest -q -m slow
 
 # Benchmarks print ratios against a baseline measured in the same run (shared CPUs); each
-# script takes --full for the issue-8 sizes (20,000 events).
+# script takes --full for the full sizes (20,000 events).
 bench: models
 	$(PY) bench/encoder.py
 	$(PY) bench/pipeline.py
@@ -64,6 +64,7 @@ lint: setup
 	$(VENV)/bin/ruff check stream tests bench
 	$(VENV)/bin/ruff format --check stream tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) $(BUNDLE) .pytest_cache .mypy_cache .ruff_cache

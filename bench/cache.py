@@ -1,4 +1,4 @@
-"""Exact-text encoder cache (issue 8, item 2): gain at CrisisMMD's real duplicate rate, and at
+"""Exact-text encoder cache: gain at CrisisMMD's real duplicate rate, and at
 the duplicate rate of the repeated benchmark stream, as ratios vs no cache in the same process.
 
     .venv/bin/python bench/cache.py           # ~1 minute

@@ -1,4 +1,5 @@
-"""Encoder throughput (issue 8, items 3 and 6): texts/s per configuration, as ratios.
+"""Encoder throughput: texts/s per configuration (int8 vs fp32 by batch size, efficiency knobs
+at batch 32), as ratios.
 
 Baseline: the shipped TextEncoder (int8, its default session, length-sorted batches of 32).
 Everything else is reported relative to it, measured interleaved in the same process.
@@ -20,8 +21,8 @@ import onnxruntime as ort
 from common import BUNDLE, crisis_texts, interleaved_ratios, table, unique_texts
 from tokenizers import Encoding
 
+from stream.build.export import CANDIDATES, quantize_int8
 from stream.models.bundle import read_manifest
-from stream.models.export import CANDIDATES, quantize_int8
 from stream.models.text import TextEncoder
 
 LEVELS = {
@@ -141,7 +142,7 @@ def cosine_vs(ref: TextEncoder, other: TextEncoder, texts: Sequence[str]) -> tup
 
 
 def image_section(bundle: Path, rounds: int, min_s: float) -> None:
-    """Item 3 for the image encoder: int8 vs fp32 by batch size, on 64 224x224 crops of the
+    """The image encoder: int8 vs fp32 by batch size, on 64 224x224 crops of the
     scikit-learn sample photos (pixel content does not change the cost of a CNN)."""
     from sklearn.datasets import load_sample_images
 
@@ -163,7 +164,11 @@ def image_section(bundle: Path, rounds: int, min_s: float) -> None:
     for prec in precs:
         for b in (1, 8, 32, 64):
             enc = ImageEncoder(bundle / spec.files[prec], None, b)
-            configs[f"{prec} b{b}"] = lambda enc=enc: len(enc.encode(pixels).logits)
+
+            def run(enc: ImageEncoder = enc) -> int:
+                return len(enc.encode(pixels).logits)
+
+            configs[f"{prec} b{b}"] = run
     base = f"{spec.precision} b{16 if f'{spec.precision} b16' in configs else 8}"
     q, r = interleaved_ratios(configs, base, rounds, min_s)
     rows = []
@@ -205,7 +210,7 @@ def main() -> None:
         f"{len(texts)} CrisisMMD dev texts, {rounds} interleaved rounds, median per-round ratio\n"
     )
 
-    # -- item 3: int8 vs fp32 by batch size ----------------------------------------------
+    # -- int8 vs fp32 by batch size -----------------------------------------------------
     configs: dict[str, Callable[[], int]] = {}
     for prec in ("int8", "fp32"):
         for b in (1, 8, 32, 64):
@@ -233,7 +238,7 @@ def main() -> None:
     print()
     image_section(args.bundle, rounds, min_s)
 
-    # -- item 6: efficiency knobs at batch 32 --------------------------------------------
+    # -- efficiency knobs at batch 32 ---------------------------------------------------
     shipped = "shipped (threads=ORT default, spinning off, all, sorted)"
     eff: dict[str, Callable[[], int]] = {
         shipped: runner(make("int8", 32), texts, 32, "sorted"),
@@ -256,7 +261,7 @@ def main() -> None:
         pt_enc = TextEncoder(pt, tok, spec.max_length, None, 32)
         eff["per-tensor int8 weights"] = runner(pt_enc, texts, 32, "sorted")
     # the other kind of dynamic int8: per-tensor activations (quantize_dynamic) when the
-    # bundle ships per-token, per-token (stream.models.rowwise) when it ships per-tensor
+    # bundle ships per-token, per-token (stream.build.rowwise) when it ships per-tensor
     shipped_per_token = bool(spec.quantization.get("per_token"))
     other_q = next(q for q in CANDIDATES if q.per_token != shipped_per_token and not q.smooth)
     other_path = work / f"text_encoder.{other_q.name}.onnx"

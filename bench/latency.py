@@ -1,4 +1,4 @@
-"""End-to-end latency at 50% of max throughput (issue 8, item 4), with a batch/max-wait sweep.
+"""End-to-end latency at 50% of max throughput, with a batch/max-wait sweep.
 
 For each batch size the worker's max throughput is measured first (Kafka in and out on the
 same local broker, flat out on pre-seeded events: on 2 cores the broker competes with the
@@ -25,9 +25,9 @@ from common import BUNDLE, crisis_texts, met, table
 from confluent_kafka import Producer
 from pipeline import events, kafka_rate, settings_for
 
-from stream.admin import ensure_topics
-from stream.broker import LocalBroker
+from stream.local.broker import LocalBroker
 from stream.models.bundle import load_bundle
+from stream.ops.admin import ensure_topics
 from stream.pipeline import Pipeline
 from stream.runtime import consumer_conf
 from stream.schemas import LabeledEvent

@@ -1,4 +1,4 @@
-"""Worker memory (issue 8, item 5): RSS of a fresh process with the default bundle (text and
+"""Worker memory: RSS of a fresh process with the default bundle (text and
 image encoders) loaded, after labelling CrisisMMD texts and then text+image events, for int8
 and fp32. Goal: <= 600 MB (int8, the default).
 

@@ -1,4 +1,4 @@
-"""Pipeline vs limit and vs naive (issue 8, items 1 and 2), as ratios measured in one process.
+"""Pipeline vs limit and vs naive, as ratios measured in one process.
 
 * limit: events/s of the full worker (Kafka in/out on a local noida-db broker, decode,
   validation, batching, int8 encoder, heads, rationales, produce, commit) divided by texts/s of
@@ -27,9 +27,9 @@ import orjson
 from common import BUNDLE, crisis_texts, group_cpu_s, met, repeat_to, table
 from confluent_kafka import Consumer, Producer
 
-from stream.admin import ensure_topics
-from stream.broker import LocalBroker
+from stream.local.broker import LocalBroker
 from stream.models.bundle import load_bundle
+from stream.ops.admin import ensure_topics
 from stream.pipeline import Pipeline
 from stream.schemas import InputEvent
 from stream.settings import Settings
@@ -190,13 +190,14 @@ def naive_rate(bootstrap: str, pipe: Pipeline, values: list[bytes]) -> float:
     from tokenizers import Tokenizer
     from transformers import BertModel
 
-    from stream.models.export import source_model_dir
+    from stream.build.export import source_model_dir
 
     mdir = source_model_dir()
     tok = Tokenizer.from_file(str(mdir / "tokenizer.json"))
     tok.enable_truncation(128)
     tok.no_padding()
-    model = BertModel.from_pretrained(str(mdir), add_pooling_layer=False).eval()
+    model: Any = BertModel.from_pretrained(str(mdir), add_pooling_layer=False)
+    model.eval()
     heads = pipe.bundle.heads
     pipe_analyse = pipe.bundle.analyse  # a hybrid head's lexical features, per event
     s = settings_for(bootstrap)
@@ -218,8 +219,11 @@ def naive_rate(bootstrap: str, pipe: Pipeline, values: list[bytes]) -> float:
         msg = consumer.poll(1.0)
         if msg is None or msg.error():
             continue
+        value = msg.value()
+        if value is None:
+            continue
         first = first or time.perf_counter()
-        ev = InputEvent.model_validate(orjson.loads(msg.value()))
+        ev = InputEvent.model_validate(orjson.loads(value))
         e = tok.encode(ev.text)
         with torch.inference_mode():
             ids = torch.tensor([e.ids])

@@ -1,7 +1,14 @@
 """crisis-stream: label crisis social-media events from Kafka with quantized ONNX encoders.
 
 The public API is small: settings, schemas, the pipeline and worker, sources and sinks.
+``Pipeline``, ``Worker`` and ``WorkerStats`` load on first use, so that importing any part of
+the package (the CLI, the settings) does not start the model runtime.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from stream.errors import (
     BrokerError,
@@ -12,10 +19,12 @@ from stream.errors import (
     InvalidEvent,
     MissingExtraError,
 )
-from stream.pipeline import Pipeline
 from stream.schemas import DeadLetter, InputEvent, LabeledEvent
 from stream.settings import Settings
-from stream.worker import Worker, WorkerStats
+
+if TYPE_CHECKING:
+    from stream.pipeline import Pipeline
+    from stream.worker import Worker, WorkerStats
 
 __version__ = "0.1.0"
 
@@ -36,3 +45,13 @@ __all__ = [
     "WorkerStats",
     "__version__",
 ]
+
+_LAZY = {"Pipeline": "stream.pipeline", "Worker": "stream.worker", "WorkerStats": "stream.worker"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stream' has no attribute {name!r}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from stream.fusion import fuse
 from stream.images.branch import ImageBranch
@@ -24,7 +25,23 @@ from stream.schemas import (
     TextSpan,
 )
 
-__all__ = ["Pipeline"]
+__all__ = ["BatchResult", "BatchTimings", "Pipeline"]
+
+
+@dataclass(frozen=True)
+class BatchTimings:
+    """Seconds one batch spent: in the text encoder, in the image side (None when no event of
+    the batch had an image) and in all of :meth:`Pipeline.label_batch`."""
+
+    encode_text: float
+    encode_image: float | None
+    total: float
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    events: list[LabeledEvent]
+    timings: BatchTimings
 
 
 class Pipeline:
@@ -57,8 +74,18 @@ class Pipeline:
         origins: Sequence[Origin],
         received: Sequence[float] | None = None,
     ) -> list[LabeledEvent]:
+        """The labelled events, in input order."""
+        return self.label_batch(events, origins, received).events
+
+    def label_batch(
+        self,
+        events: Sequence[InputEvent],
+        origins: Sequence[Origin],
+        received: Sequence[float] | None = None,
+    ) -> BatchResult:
+        """The labelled events and where the batch's time went (for the worker's metrics)."""
         if not events:
-            return []
+            return BatchResult([], BatchTimings(0.0, None, 0.0))
         t0 = time.perf_counter()
         texts = [e.text for e in events]
         enc = self.bundle.encoder.encode(texts)
@@ -83,7 +110,11 @@ class Pipeline:
                 decision = fuse(text_z, image_z, self.images.weights(head.task))
                 pred, probs = decision.pred, decision.probs
                 reliance.append(decision.reliance)
-                threshold = self.review_threshold or head.review_threshold
+                threshold = (
+                    head.review_threshold
+                    if self.review_threshold is None
+                    else self.review_threshold
+                )
                 labels[head.task] = TaskLabel(
                     label=head.labels[pred],
                     score=round(float(probs[pred]), 5),
@@ -141,7 +172,9 @@ class Pipeline:
                     timing_ms=timing,
                 )
             )
-        total = round((time.perf_counter() - t0) * 1000, 2)
+        t_end = time.perf_counter()
+        total = round((t_end - t0) * 1000, 2)
         for o in out:
             o.timing_ms["batch"] = total
-        return out
+        timings = BatchTimings(t_enc - t0, t_img - t_enc if has_images else None, t_end - t0)
+        return BatchResult(out, timings)

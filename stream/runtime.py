@@ -13,12 +13,12 @@ from pathlib import Path
 from types import FrameType
 
 from stream.errors import ConfigError
-from stream.health import HealthServer
 from stream.images.source import ImageOptions
-from stream.metrics import WorkerMetrics
 from stream.models.bundle import load_bundle
+from stream.ops.health import HealthServer
+from stream.ops.prometheus import WorkerMetrics
+from stream.ops.reload import BundleReloader
 from stream.pipeline import Pipeline
-from stream.reload import BundleReloader
 from stream.settings import Settings
 from stream.sinks import JsonlSink, KafkaSink, Sink
 from stream.sources import JsonlSource, KafkaSource, Source

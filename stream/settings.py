@@ -18,11 +18,15 @@ import orjson
 from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from stream.images.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "Settings"]
 
-__all__ = ["Settings"]
+#: default cap on one image's width x height: a 6000 x 4000 (24 Mpx) camera photo
+DEFAULT_MAX_PIXELS = 24_000_000
+#: default cap on one image's encoded bytes
+DEFAULT_MAX_BYTES = 10_000_000
 
-_REPO = Path(__file__).resolve().parent.parent
+#: the checkout (or site-packages) directory that holds the ``stream`` package
+REPO_ROOT = Path(__file__).resolve().parent.parent
 #: librdkafka properties in ``kafka`` whose values are secrets (passwords, keys, tokens)
 _SECRET_KEY = re.compile(r"password|secret|\.pem$|jaas|token", re.IGNORECASE)
 _MASK = "**********"
@@ -35,27 +39,47 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRISIS_", extra="ignore")
 
     # Kafka
-    bootstrap_servers: str = "127.0.0.1:9092"
-    group_id: str = "crisis-stream"
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers (host:port, comma-separated)"
+    )
+    group_id: str = Field(
+        "crisis-stream",
+        description="consumer group of the workers; replicas with the same id share the input "
+        "partitions",
+    )
     group_instance_id: str | None = Field(
         None,
         description="static group membership: a restarted worker with the same id gets "
         "its partitions back at once, without waiting for the dead member to expire",
     )
-    input_topic: str = "crisis.events.raw"
-    output_topic: str = "crisis.events.labeled"
-    review_topic: str | None = "crisis.events.review"
-    dlq_topic: str = "crisis.events.dlq"
+    input_topic: str = Field("crisis.events.raw", description="topic of raw input events")
+    output_topic: str = Field("crisis.events.labeled", description="topic of labelled events")
+    review_topic: str | None = Field(
+        "crisis.events.review",
+        description="topic that also gets events whose top probability is under the review "
+        "threshold; unset: none",
+    )
+    dlq_topic: str = Field(
+        "crisis.events.dlq",
+        description="dead-letter topic: undecodable inputs and outputs the broker refuses",
+    )
     route_labels: bool = Field(
         False, description="also publish to <output_topic>.<task>.<label> per event"
     )
     route_tasks: EnvList = Field(
         default_factory=lambda: ["informative"], description="tasks route_labels publishes"
     )
-    auto_offset_reset: str = "earliest"
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 2_000
-    commit_interval_ms: int = 2_000
+    auto_offset_reset: str = Field(
+        "earliest", description="where a new consumer group starts: earliest or latest"
+    )
+    session_timeout_ms: int = Field(
+        10_000,
+        description="consumer session timeout: how long a silent worker keeps its partitions",
+    )
+    heartbeat_interval_ms: int = Field(2_000, description="consumer heartbeat interval")
+    commit_interval_ms: int = Field(
+        2_000, description="auto-commit interval of stored offsets when commit_every_batch is off"
+    )
     commit_every_batch: bool = Field(
         True,
         description="after each batch wait for its outputs' acks, then commit synchronously: "
@@ -65,23 +89,37 @@ class Settings(BaseSettings):
     commit_wait_s: float = Field(
         5.0, gt=0, description="longest wait for a batch's acks in commit_every_batch mode"
     )
-    security_protocol: str | None = None
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
-    ssl_certificate_location: str | None = None
-    ssl_key_location: str | None = None
-    ssl_key_password: SecretStr | None = None
+    security_protocol: str | None = Field(
+        None, description="librdkafka security.protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+    )
+    sasl_mechanism: str | None = Field(
+        None, description="librdkafka sasl.mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ...)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret)")
+    ssl_ca_location: str | None = Field(
+        None, description="CA certificate file that signs the brokers' certificates"
+    )
+    ssl_certificate_location: str | None = Field(
+        None, description="client certificate file (mutual TLS)"
+    )
+    ssl_key_location: str | None = Field(None, description="client private key file (mutual TLS)")
+    ssl_key_password: SecretStr | None = Field(
+        None, description="password of the client private key (secret)"
+    )
     ssl_endpoint_identification_algorithm: str | None = Field(
         None, description="'https' (librdkafka's default) checks the broker's host name"
     )
     kafka: dict[str, str] = Field(default_factory=dict, description="extra librdkafka properties")
 
     # Model
-    bundle: Path = _REPO / "models" / "minilm-crisis"
+    bundle: Path = Field(
+        REPO_ROOT / "models" / "minilm-crisis", description="model bundle directory"
+    )
     precision: str | None = Field(None, description="int8 or fp32; default: the bundle's")
-    threads: int | None = None
+    threads: int | None = Field(
+        None, description="onnxruntime intra-op threads per encoder; default: onnxruntime's choice"
+    )
     ort_spinning: bool = Field(
         False,
         description="let onnxruntime intra-op threads busy-wait; off: faster on shared CPUs",
@@ -89,24 +127,26 @@ class Settings(BaseSettings):
     encoder_cache_size: int = Field(
         0,
         description="exact-text LRU of encoder outputs, in entries (~70 KB each); 0 = off: "
-        "CrisisMMD has no exact duplicate texts, so it only costs there (notes/issue8.md)",
+        "CrisisMMD has no exact duplicate texts, so it only costs there (bench/cache.py)",
     )
     review_threshold: float | None = Field(None, description="override the bundle's threshold")
-    rationale_top_k: int = 5
+    rationale_top_k: int = Field(5, description="rationale words per task in each labelled event")
 
     # Images (see stream/images/source.py): base64 is always accepted (size-capped); local
     # paths only under image_root; URL fetching only when enabled, for allowlisted hosts.
     image_max_bytes: int = Field(DEFAULT_MAX_BYTES, description="cap on one image's encoded bytes")
     image_max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="cap on width x height (bombs)")
     image_root: Path | None = Field(None, description="directory image.path may point into")
-    image_fetch_enabled: bool = False
+    image_fetch_enabled: bool = Field(
+        False, description="fetch image.url over HTTP(S) (only hosts in image_fetch_allow_hosts)"
+    )
     image_fetch_allow_hosts: EnvList = Field(
         default_factory=list, description="host patterns image.url may name, e.g. *.twimg.com"
     )
     image_fetch_allow_private: bool = Field(
         False, description="allow private/loopback addresses (tests, closed networks only)"
     )
-    image_fetch_timeout_s: float = 5.0
+    image_fetch_timeout_s: float = Field(5.0, description="timeout of one image fetch")
     image_cells_top_k: int | None = Field(None, description="image cells per label (default k)")
 
     # Batching and limits
@@ -121,27 +161,41 @@ class Settings(BaseSettings):
         "every latency sweep (bench/latency.py); 25 ms lower still where the broker answers "
         "fetches at once",
     )
-    batch_max_tokens: int = 4096
-    poll_max_records: int = 500
-    poll_timeout_ms: int = 50
-    max_in_flight: int = 2_000
-    max_record_bytes: int = 4_000_000
+    batch_max_tokens: int = Field(
+        4096, description="token budget of one batch (about 4 characters a token)"
+    )
+    poll_max_records: int = Field(
+        500, description="most records taken from the consumer in one poll"
+    )
+    poll_timeout_ms: int = Field(50, description="longest wait of one consumer poll")
+    max_in_flight: int = Field(
+        2_000,
+        description="outputs awaiting acknowledgement before the input is paused (backpressure)",
+    )
+    max_record_bytes: int = Field(
+        4_000_000, description="largest input record decoded; a larger one is dead-lettered"
+    )
     max_output_bytes: int = Field(
         900_000,
         description="largest labelled output produced; a larger one (a huge meta copied "
         "through) is dead-lettered. Keep it under the producer's and the topic's "
         "message.max.bytes (librdkafka default 1,000,000)",
     )
-    max_text_chars: int = 4_000
+    max_text_chars: int = Field(
+        4_000, description="longest text labelled; a longer one is dead-lettered"
+    )
 
     # Operations
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="name of this worker in every output event (default: host name and process id)",
+    )
     metrics_port: int | None = Field(None, description="serve /metrics, /healthz, /readyz")
     reload_interval_s: float = Field(2.0, description="bundle hot-reload check; 0 disables")
     kafka_stats_interval_ms: int = Field(
         2_000, description="librdkafka statistics: lag metrics, and noticing a broker is back"
     )
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="log level of the JSON logs on stderr")
 
     @field_validator("route_tasks", "image_fetch_allow_hosts", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import LocalBroker
+from stream.local.broker import LocalBroker
 from stream.models.bundle import Bundle, load_bundle
 from stream.settings import Settings
 

@@ -93,7 +93,7 @@ def hostile_images() -> dict[str, tuple[bytes, str]]:
 def _build_image_side(src: Path) -> Path:
     """Copy a text-only bundle and add the image side (about 30 s); for test runs where the
     default bundle was built without one."""
-    from stream.models.image_assets import build_image_assets
+    from stream.build.image_assets import build_image_assets
 
     dst = Path(tempfile.mkdtemp(prefix="crisis-image-bundle-"))
     atexit.register(shutil.rmtree, dst, True)

@@ -8,7 +8,7 @@ import uuid
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from stream.admin import ensure_topics
+from stream.ops.admin import ensure_topics
 from stream.settings import Settings
 
 

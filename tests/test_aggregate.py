@@ -32,7 +32,6 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.admin import ensure_topics
 from stream.aggregate.page import render_page
 from stream.aggregate.records import (
     LabeledEventCodec,
@@ -44,7 +43,8 @@ from stream.aggregate.records import (
     word_keys,
 )
 from stream.aggregate.views import counts_payload, words_payload
-from stream.broker import free_port
+from stream.local.broker import free_port
+from stream.ops.admin import ensure_topics
 from stream.schemas import LabeledEvent, ModelInfo, Origin, Rationale, TaskLabel, TextSpan
 from tests.conftest import REPO, BrokerHandle
 

@@ -8,7 +8,7 @@ from stream.data.annotations import (
     humanitarian_extra_train,
 )
 from stream.data.crisismmd import load_split
-from stream.models.train import LABELS
+from stream.tasks import LABELS
 
 from .conftest import SHARED, needs_shared
 

@@ -18,8 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from stream.demo import BAD_RECORDS, sample_events
-from stream.metrics_eval import evaluate_predictions, expected_calibration_error
+from stream.cli.replay import backtest as backtest_cmd
+from stream.cli.replay import evaluate as evaluate_cmd
+from stream.cli.replay import load_crisismmd as load_cmd
+from stream.evaluation.metrics import expected_calibration_error
+from stream.evaluation.scoring import evaluate_predictions
+from stream.local.demo import BAD_RECORDS, sample_events
 from stream.models.bundle import Bundle, read_manifest
 from stream.pipeline import Pipeline
 from stream.replay.backtest import (
@@ -30,9 +34,6 @@ from stream.replay.backtest import (
     read_outcomes,
     run_backtest,
 )
-from stream.replay.cli import backtest as backtest_cmd
-from stream.replay.cli import evaluate as evaluate_cmd
-from stream.replay.cli import load_crisismmd as load_cmd
 from stream.replay.reader import Bound
 from stream.replay.report import render_html
 from stream.runtime import make_sink, make_source

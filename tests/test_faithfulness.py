@@ -11,7 +11,12 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.faithfulness import faithfulness, faithfulness_report, keep_words, remove_words
+from stream.evaluation.faithfulness import (
+    faithfulness,
+    faithfulness_report,
+    keep_words,
+    remove_words,
+)
 from stream.models.bundle import Bundle
 
 from .conftest import BUNDLE, REPO, SHARED, needs_shared

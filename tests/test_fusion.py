@@ -13,11 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from stream.build.calibration import fit_temperature, fit_weights
 from stream.errors import BundleIntegrityError
-from stream.fusion import FusionWeights, fit_temperature, fit_weights, fuse, softmax
+from stream.fusion import FusionWeights, fuse
 from stream.images.decode import decode_image
 from stream.images.source import ImageOptions
 from stream.models.bundle import Bundle, load_bundle
+from stream.models.numeric import softmax
 from stream.pipeline import Pipeline
 from stream.runtime import make_sink, make_source
 from stream.schemas import InputEvent, LabeledEvent, Origin

@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from stream.decode import DLQ_RAW_BYTES
-from stream.demo import BAD_RECORDS
+from stream.local.demo import BAD_RECORDS
 from stream.models.bundle import Bundle, load_bundle
 from stream.pipeline import Pipeline
 from stream.runtime import make_sink, make_source

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from stream.build.labels import add_label, few_shot_metrics, prototype_weights
+from stream.build.train import Split
 from stream.cli import cli
 from stream.errors import BundleError
 from stream.models.bundle import Bundle, load_bundle
-from stream.models.labels import add_label, few_shot_metrics, prototype_weights
-from stream.models.train import Split
 from stream.pipeline import Pipeline
 from stream.schemas import InputEvent, Origin
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.demo import sample_events
 from stream.errors import BundleError
+from stream.local.demo import sample_events
 from stream.models.bundle import Bundle, load_bundle
 from stream.models.heads import LinearHead
 from stream.models.lexicon import LexicalPart, Lexicon
@@ -99,7 +99,7 @@ LINKED = [
 def test_dropped_links_equal_scikit_learn_and_are_no_features():
     """The build's lexicon blanks links the same way in scikit-learn and in numpy; a link adds
     no feature and no span, and the other words keep their offsets."""
-    from stream.models.hybrid import _preprocess, fit_lexicon
+    from stream.build.hybrid import _preprocess, fit_lexicon
 
     lexicon = fit_lexicon(CORPUS + LINKED + CORPUS + LINKED)  # min_df 2: every term kept
     assert Lexicon.from_dict(lexicon.to_dict()).drop_links

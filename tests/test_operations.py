@@ -12,12 +12,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.demo import BAD_RECORDS, sample_events
-from stream.health import HealthServer
-from stream.metrics import WorkerMetrics
+from stream.local.demo import BAD_RECORDS, sample_events
 from stream.models.bundle import Bundle
+from stream.ops.health import HealthServer
+from stream.ops.prometheus import WorkerMetrics
+from stream.ops.reload import BundleReloader
 from stream.pipeline import Pipeline
-from stream.reload import BundleReloader
 from stream.runtime import build_pipeline, make_sink, make_source
 from stream.settings import Settings
 from stream.sinks import MemorySink

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import LocalBroker, free_port
+from stream.local.broker import LocalBroker, free_port
 
 from .conftest import BrokerHandle
 from .kafka_utils import TopicReader, create_topics, make_events, seed

@@ -19,8 +19,8 @@ MODULES = [
     "stream.batcher",
     "stream.tracking",
     "stream.worker",
-    "stream.metrics_eval",
-    "stream.metrics_ci",
+    "stream.evaluation.metrics",
+    "stream.evaluation.intervals",
 ]
 
 

@@ -14,11 +14,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.admin import ensure_topics
+from stream.cli.replay import replay as replay_cmd
 from stream.errors import ConfigError
 from stream.models.bundle import Bundle
+from stream.ops.admin import ensure_topics
 from stream.pipeline import Pipeline
-from stream.replay.cli import replay as replay_cmd
 from stream.replay.reader import Bound, ReplaySource, parse_bound, parse_time, read_range
 from stream.replay.run import SinkTarget, parse_sink, replay
 from stream.runtime import make_sink, make_source

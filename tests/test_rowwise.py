@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.demo import sample_events
+from stream.build.export import CANDIDATES, SAMPLE_TEXTS, Quantization, embed
+from stream.local.demo import sample_events
 from stream.models.bundle import Bundle
-from stream.models.export import CANDIDATES, SAMPLE_TEXTS, Quantization, cosine_stats, embed
+from stream.models.numeric import cosine_stats
 from stream.models.text import TextEncoder
 from stream.schemas import InputEvent
 
@@ -27,7 +28,7 @@ TOKENIZER = BUNDLE / "tokenizer.json"
 
 
 def _quantize(q: Quantization, out: Path) -> Path:
-    from stream.models.export import quantize_int8
+    from stream.build.export import quantize_int8
 
     quantize_int8(FP32, out, q, TOKENIZER, SAMPLE_TEXTS)
     return out
@@ -69,7 +70,7 @@ def test_per_token_graph_has_no_float_weight_matmul_and_keeps_excluded_nodes(
 ):
     import onnx
 
-    from stream.models.rowwise import quantize_rowwise
+    from stream.build.rowwise import quantize_rowwise
 
     graph = onnx.load(str(per_token)).graph
     consts = {i.name for i in graph.initializer}
@@ -100,7 +101,7 @@ def test_rowwise_matmul_on_a_tiny_graph_ignores_other_rows(opset: int, tmp_path:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from stream.models.rowwise import quantize_rowwise
+    from stream.build.rowwise import quantize_rowwise
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(8, 4)).astype(np.float32)
@@ -124,7 +125,7 @@ def test_rowwise_matmul_on_a_tiny_graph_ignores_other_rows(opset: int, tmp_path:
 
 
 def test_candidates_for_per_tensor_leave_out_every_per_token_one():
-    from stream.models.export import candidates_for
+    from stream.build.export import candidates_for
 
     assert candidates_for() == CANDIDATES and candidates_for("per-token")[0].per_token
     fast = candidates_for("per-tensor")

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from stream.broker import free_port
+from stream.local.broker import free_port
 
 from .conftest import REPO, BrokerHandle
 from .kafka_utils import TopicReader, create_topics, make_events, seed

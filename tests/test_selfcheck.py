@@ -19,7 +19,7 @@ from stream.models.selfcheck import CHECK_FILE
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data-free MiniLM bundle (zero-shot heads, no image side): about 20 s."""
     pytest.importorskip("torch", reason="building needs the build extra")
-    from stream.models.build import build_bundle
+    from stream.build.bundle import build_bundle
 
     return build_bundle(tmp_path_factory.mktemp("sc") / "b", None, lambda _m: None)
 

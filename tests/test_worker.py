@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from stream.demo import BAD_RECORDS, sample_events
+from stream.local.demo import BAD_RECORDS, sample_events
 from stream.models.bundle import Bundle
 from stream.pipeline import Pipeline
 from stream.schemas import DeadLetter, LabeledEvent
@@ -172,3 +172,26 @@ def test_late_reports_from_before_a_rebalance_do_not_commit_the_re_read(bundle: 
     sink.answer(2)
     worker._store()
     assert source.committed == {("in", 0): 1} and worker.tracker.in_flight_outputs == 0
+
+
+def test_review_threshold_zero_is_honoured(bundle: Bundle, monkeypatch):
+    """CRISIS_REVIEW_THRESHOLD=0 means: never send an event to review (not: the bundle's)."""
+    monkeypatch.setenv("CRISIS_REVIEW_THRESHOLD", "0")
+    settings = _settings()
+    assert settings.review_threshold == 0.0
+    source, sink = MemorySource(sample_events()[:12], topic="in"), MemorySink()
+    pipeline = Pipeline(bundle, review_threshold=settings.review_threshold)
+    stats = Worker(settings, source, sink, pipeline).run()
+    labeled = [LabeledEvent.model_validate_json(v) for v in sink.topic(settings.output_topic)]
+    assert len(labeled) == 12 and stats.review == 0
+    assert not any(e.needs_review for e in labeled if e.text.strip())
+
+
+def test_batch_timings_feed_the_encoder_histograms(bundle: Bundle):
+    source, sink = MemorySource(sample_events()[:5], topic="in"), MemorySink()
+    worker = Worker(_settings(), source, sink, Pipeline(bundle))
+    worker.run()
+    text = worker.metrics.registry.get_sample_value(
+        "crisis_encoder_seconds_count", {"modality": "text"}
+    )
+    assert text is not None and text >= 1

@@ -9,8 +9,8 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from stream.admin import ensure_topics
 from stream.errors import BrokerError, ConfigError
+from stream.ops.admin import ensure_topics
 
 __all__ = ["DEFAULT_WEB_PORT", "AggregatorConfig", "resolve_partitions"]
 

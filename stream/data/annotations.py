@@ -21,6 +21,7 @@ from pathlib import Path
 import ftfy
 
 from stream.data.crisismmd import CrisisRow, read_rows, tsv_records
+from stream.tasks import LABELS
 
 __all__ = ["HUMANITARIAN_MERGE", "humanitarian_all_dev_test", "humanitarian_extra_train"]
 
@@ -50,8 +51,6 @@ def humanitarian_extra_train(
     one per tweet, sorted by tweet id; minus ``exclude_ids`` (e.g. the agreed train split,
     already used) and any tweet whose repaired text is in ``exclude_texts``. Empty when the
     annotation files or the all-label dev/test files are missing (no split to subtract)."""
-    from stream.models.train import LABELS  # the heads' 5 classes (lazy: a models import)
-
     classes = set(LABELS["humanitarian"])
     held = humanitarian_all_dev_test(data_dir)
     files = sorted((data_dir / "annotations").glob("*_final_data.tsv"))

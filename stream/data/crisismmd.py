@@ -21,6 +21,8 @@ from typing import Literal
 
 import ftfy
 
+from stream.data.paths import datasets_root
+
 __all__ = [
     "ENV_VAR",
     "SPLITS",
@@ -51,14 +53,18 @@ class CrisisRow:
 
 
 def find_dataset() -> Path | None:
-    """The CrisisMMD directory: ``$CRISIS_STREAM_DATA``, else ``<repo>/../shared/datasets/
-    crisismmd``; None when it does not exist (the build then falls back to zero-shot heads)."""
+    """The CrisisMMD directory: ``$CRISIS_STREAM_DATA``, else ``crisismmd`` under
+    :func:`~stream.data.paths.datasets_root` (``./../shared/datasets`` from the current
+    directory, then from the checkout); None when it does not exist (the build then falls back
+    to zero-shot heads)."""
     env = os.environ.get(ENV_VAR)
     if env:
         path = Path(env).expanduser()
     else:
-        repo = Path(__file__).resolve().parent.parent.parent
-        path = repo.parent / "shared" / "datasets" / "crisismmd"
+        root = datasets_root()
+        if root is None:
+            return None
+        path = root / "crisismmd"
     return path if path.is_dir() else None
 
 

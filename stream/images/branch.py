@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.fusion import FusionWeights
 from stream.images.decode import ImageError, decode_image
 from stream.images.source import ImageOptions, load_image_bytes
 from stream.models.image import ImageModel
+from stream.models.manifest import FusionWeights
 from stream.models.text import TextEncoder
 from stream.schemas import ImageCell, InputEvent, RationaleLink, TextSpan
 

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stream.errors import CrisisStreamError
+from stream.settings import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -34,7 +35,6 @@ __all__ = [
 ]
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
-DEFAULT_MAX_PIXELS = 24_000_000  # a 6000 x 4000 (24 Mpx) camera photo
 _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 
 
@@ -48,9 +48,6 @@ def _cost(fmt: str, img: Image.Image) -> int:
     if img.mode in _ALPHA_MODES or "transparency" in img.info:
         return 2
     return 1
-
-
-DEFAULT_MAX_BYTES = 10_000_000
 
 
 class ImageError(CrisisStreamError):

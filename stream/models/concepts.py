@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from stream.models.heads import softmax
+from stream.models.numeric import softmax
 
 __all__ = [
     "ConceptEncoding",

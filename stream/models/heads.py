@@ -22,18 +22,13 @@ import numpy as np
 
 from stream.errors import BundleError
 from stream.models.lexicon import Analysis, LexicalPart, Lexicon
+from stream.models.numeric import softmax
 from stream.rationale import spread
 
 if TYPE_CHECKING:
     from stream.models.text import TextEncoding
 
-__all__ = ["HeadOutput", "LinearHead", "softmax"]
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return np.asarray(e / e.sum(axis=-1, keepdims=True))
+__all__ = ["HeadOutput", "LinearHead"]
 
 
 @dataclass(frozen=True)

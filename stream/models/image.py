@@ -2,7 +2,7 @@
 side of a bundle (concept space, per-task image heads, fusion weights).
 
 The ONNX graph takes uint8 NHWC pixels and returns the 7x7x1280 feature map and the ImageNet
-logits (see :mod:`stream.models.export_image`); everything downstream is numpy.
+logits (see :mod:`stream.build.export_image`); everything downstream is numpy.
 """
 
 from __future__ import annotations
@@ -10,17 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stream.fusion import FusionWeights
 from stream.models.concepts import ConceptEncoding, ConceptSpace
 from stream.models.heads import LinearHead
+from stream.models.manifest import FusionWeights, ImageEncoderSpec
 from stream.models.text import make_session
-
-if TYPE_CHECKING:
-    from stream.models.bundle import ImageEncoderSpec
 
 __all__ = ["ImageEncoder", "ImageEncoding", "ImageModel"]
 

@@ -3,7 +3,7 @@
 Why: a sentence encoder of MiniLM's size blurs rare but decisive surface cues (hashtags,
 place names, "#PrayFor…", donation links). A linear model on TF-IDF features keeps them, and on
 the CrisisMMD dev splits mixing its logits with the encoder head's beats either alone (see
-:mod:`stream.models.hybrid`). The worker must not need scikit-learn, so this module reproduces
+:mod:`stream.build.hybrid`). The worker must not need scikit-learn, so this module reproduces
 scikit-learn's ``TfidfVectorizer`` (lowercase; ``token_pattern`` ``\\b\\w\\w+\\b`` n-grams
 joined by a space; ``char_wb`` n-grams of each whitespace-separated word padded with spaces;
 sublinear tf, smooth idf, L2 per analyzer) from the vocabulary and idf the build saved; a test
@@ -95,8 +95,8 @@ class Lexicon:
             np.asarray(d["word_idf"], np.float64),
             d["chars"],
             np.asarray(d["char_idf"], np.float64),
-            tuple(d["word_ngrams"]),  # type: ignore[arg-type]
-            tuple(d["char_ngrams"]),  # type: ignore[arg-type]
+            tuple(d["word_ngrams"]),
+            tuple(d["char_ngrams"]),
             bool(d.get("drop_links", False)),
         )
 

@@ -4,7 +4,7 @@ Why: a CrisisMMD tweet's ``https://t.co/…`` links are ~55 % of its wordpieces 
 characters. Mean pooling over them dilutes the embedding and costs encoder time, and a link is
 no reason an analyst can act on, yet 4.4 % of rationale spans on dev tweets were links. The
 lexicon blanks them (:func:`mask_links`); a bundle built with ``--drop-links`` also gives the
-encoder a tokenizer that drops them (:func:`stream.models.export.write_tokenizer`: ~3x faster,
+encoder a tokenizer that drops them (:func:`stream.build.export.write_tokenizer`: ~3x faster,
 but humanitarian dev macro-F1 fell 0.010, so not the default). Both keep character offsets into
 the original text, so rationale spans still point at the event's own words.
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.models.export import cosine_stats
+from stream.models.numeric import cosine_stats
 from stream.models.text import TextEncoder
 
 __all__ = ["CHECK_FILE", "SelfCheck", "run_check", "write_reference"]

@@ -26,7 +26,7 @@ def make_session(
 
     Intra-op threads do not busy-wait between ops unless ``spinning``: on a shared 2-core
     machine spinning threads burn the CPU other work needs, and the int8 MiniLM ran 1.4-1.8x
-    faster without it under foreign load (bench/encoder.py, notes/issue8.md); outputs are
+    faster without it under foreign load (bench/encoder.py, bench/results/); outputs are
     unchanged (same kernels, same thread count).
     """
     opts = ort.SessionOptions()

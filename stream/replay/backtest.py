@@ -5,8 +5,8 @@ read — falling back to the event id (e.g. against a labelled topic fed from el
 Per task the summary holds the agreement, the A-label x B-label matrix (label flips), and where
 events carry ``gold`` labels each side's accuracy, macro-F1, per-class F1, confusion matrix and
 ECE, computed on the same (joined) events so the two sides are comparable, with bootstrap
-intervals, and B minus A as a paired bootstrap (:mod:`stream.metrics_ci`): whether B's gain is
-larger than the noise of the events replayed.
+intervals, and B minus A as a paired bootstrap (:mod:`stream.evaluation.intervals`): whether
+B's gain is larger than the noise of the events replayed.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any, TextIO
 
 import orjson
 
-from stream.metrics_ci import bootstrap_difference
-from stream.metrics_eval import evaluate_predictions, label_order
+from stream.evaluation.intervals import bootstrap_difference
+from stream.evaluation.metrics import label_order
+from stream.evaluation.scoring import evaluate_predictions
 from stream.replay.reader import Bound, read_range
 from stream.replay.run import SinkTarget, replay
 from stream.runtime import build_pipeline

@@ -2,7 +2,7 @@
 
 No broker and no worker loop: the events go straight through the shared pipeline in fixed-size
 batches, so ``crisis-stream evaluate`` is the quick reference a backtest's numbers are checked
-against (both score with :func:`stream.metrics_eval.evaluate_predictions`).
+against (both score with :func:`stream.evaluation.metrics.evaluate_predictions`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from stream.errors import ConfigError
-from stream.metrics_eval import Evaluation, evaluate_predictions
+from stream.evaluation.scoring import Evaluation, evaluate_predictions
 from stream.pipeline import Pipeline
 from stream.schemas import InputEvent, LabeledEvent, Origin
 

@@ -17,8 +17,8 @@ import orjson
 from confluent_kafka import Producer
 from pydantic import ValidationError
 
-from stream.admin import ensure_topics
 from stream.errors import BrokerError, ConfigError
+from stream.ops.admin import ensure_topics
 from stream.schemas import InputEvent
 
 __all__ = [

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from stream.admin import ensure_topics
 from stream.errors import ConfigError
+from stream.ops.admin import ensure_topics
 from stream.pipeline import Pipeline
 from stream.replay.reader import Bound, ReplaySource
 from stream.runtime import build_pipeline

@@ -1,0 +1,135 @@
+"""Delivery of outputs, at least once: every output is expected against its input's offset
+before it is sent, acknowledged when the sink confirms it, re-sent when delivery fails, and
+an input is sealed only after all its outputs were sent, in :meth:`Delivery.deliver`, the one
+place that sends an input's outputs, so no path can forget to seal.
+
+An output the broker refuses for good (too large, invalid) turns its input into a dead letter
+instead of being re-sent forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from stream.decode import dead_letter
+from stream.errors import InvalidEvent
+from stream.schemas import Origin
+from stream.sinks.base import Sink, SinkFull, SinkRejected
+from stream.tracking import Entry, OffsetTracker
+from stream.worker.observer import WorkerObserver
+
+__all__ = ["Delivery", "Output"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+    origin: Origin
+    entry: Entry  # the tracker's record of this read: its delivery report counts there
+
+
+class Delivery:
+    """Sends outputs through ``sink`` and accounts for them in ``tracker``."""
+
+    def __init__(
+        self, sink: Sink, tracker: OffsetTracker, observer: WorkerObserver, dlq_topic: str
+    ) -> None:
+        self.sink = sink
+        self.tracker = tracker
+        self.observer = observer
+        self.dlq_topic = dlq_topic
+        self.retry: deque[Output] = deque()
+        self.rejected: deque[tuple[Output, str]] = deque()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be re-sent or dead-lettered."""
+        return not self.retry and not self.rejected
+
+    def deliver(
+        self, origin: Origin, key: bytes | None, value: bytes, topics: Iterable[str]
+    ) -> None:
+        """Send one input's outputs (``value`` to each of ``topics``), then seal the input: its
+        offset becomes committable once they are all acknowledged."""
+        for topic in topics:
+            self._emit(topic, key, value, origin)
+        self.tracker.seal(origin.topic, origin.partition, origin.offset)
+
+    def dead_letter(self, raw: bytes | None, exc: InvalidEvent, origin: Origin) -> None:
+        """The input's only output is a dead letter carrying ``raw``."""
+        self._emit_dead_letter(raw, exc, origin)
+        self.tracker.seal(origin.topic, origin.partition, origin.offset)
+
+    def resend_failed(self) -> None:
+        for _ in range(len(self.rejected)):
+            self._reject(*self.rejected.popleft())
+        for _ in range(len(self.retry)):
+            out = self.retry.popleft()
+            if not out.entry.live:
+                continue
+            self.observer.redelivered()
+            self._send(out)
+
+    def forget(self, revoked: set[tuple[str, int]]) -> None:
+        """Drop what waits for partitions now owned by another worker."""
+
+        def kept(o: Output) -> bool:
+            return (o.origin.topic, o.origin.partition) not in revoked
+
+        self.retry = deque(o for o in self.retry if kept(o))
+        self.rejected = deque(r for r in self.rejected if kept(r[0]))
+
+    def _emit_dead_letter(self, raw: bytes | None, exc: InvalidEvent, origin: Origin) -> None:
+        dl = dead_letter(raw, exc, origin)
+        self.observer.dead_letter(exc.kind)
+        key = dl.id.encode() if dl.id else None
+        self._emit(self.dlq_topic, key, dl.model_dump_json().encode(), origin)
+
+    def _emit(self, topic: str, key: bytes | None, value: bytes, origin: Origin) -> None:
+        entry = self.tracker.expect(origin.topic, origin.partition, origin.offset)
+        self.observer.output_expected(self.tracker.in_flight_outputs)
+        self._send(Output(topic, key, value, origin, entry))
+
+    def _send(self, out: Output) -> None:
+        def delivered(err: Exception | None) -> None:
+            o = out.origin
+            if err is None:
+                self.tracker.ack(o.topic, o.partition, o.offset, out.entry)
+            elif not out.entry.live:  # revoked meanwhile, uncommitted: its owner re-reads it
+                log.info("dropping a late failure for revoked %s[%d]", o.topic, o.partition)
+            elif isinstance(err, SinkRejected):
+                self.rejected.append((out, str(err)))
+            else:
+                log.warning("delivery to %s failed (%s); will re-send", out.topic, err)
+                self.retry.append(out)
+
+        while True:
+            try:
+                self.sink.produce(out.topic, out.key, out.value, delivered)
+                return
+            except SinkFull:
+                self.sink.poll(0.1)
+            except SinkRejected as exc:
+                self._reject(out, str(exc))
+                return
+
+    def _reject(self, out: Output, reason: str) -> None:
+        """The broker refuses ``out`` for good: dead-letter its input (carrying the output's
+        bytes), then release the refused output. In that order, so the input cannot become
+        committable in between."""
+        if out.topic == self.dlq_topic:
+            raise RuntimeError(f"the dead-letter topic refuses a dead letter: {reason}")
+        if not out.entry.live:
+            return
+        log.error("output to %s refused (%s); dead-lettering its input", out.topic, reason)
+        msg = f"output to {out.topic} refused: {reason}"[:300]
+        self._emit_dead_letter(out.value, InvalidEvent("output_rejected", msg), out.origin)
+        o = out.origin
+        self.tracker.ack(o.topic, o.partition, o.offset, out.entry)

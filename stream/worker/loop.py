@@ -1,0 +1,321 @@
+"""The worker loop: consume -> decode -> micro-batch -> label -> produce -> store offsets.
+
+Delivery promise (at-least-once): an input offset is stored only after every output it produced
+(labelled, review, per-label route, dead letter) was acknowledged (:mod:`stream.worker.delivery`).
+While too many outputs are in flight the source is paused, so memory stays bounded when the
+output side is slow or down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stream.batcher import MicroBatcher
+from stream.decode import decode_event
+from stream.errors import InvalidEvent
+from stream.ops.faults import crash_point
+from stream.ops.prometheus import WorkerMetrics
+from stream.ops.reload import BundleReloader
+from stream.pipeline import Pipeline
+from stream.schemas import InputEvent, LabeledEvent, Origin
+from stream.settings import Settings
+from stream.sinks.base import Sink
+from stream.sources.base import Record, Source
+from stream.tracking import OffsetTracker
+from stream.worker.delivery import Delivery
+from stream.worker.observer import WorkerObserver, WorkerStats
+from stream.worker.outputs import plan_outputs
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    event: InputEvent
+    origin: Origin
+    received: float
+    raw: bytes | None  # the record as read: what a dead letter of this event carries
+
+
+class Worker:
+    """Run one consumer's share of the stream through a :class:`Pipeline` into a sink."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: Source,
+        sink: Sink,
+        pipeline: Pipeline,
+        clock: Callable[[], float] = time.monotonic,
+        on_batch: Callable[[list[LabeledEvent]], None] | None = None,
+        metrics: WorkerMetrics | None = None,
+        reloader: BundleReloader | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.sink = sink
+        self.pipeline = pipeline
+        self.clock = clock
+        self.on_batch = on_batch
+        self.observer = WorkerObserver(metrics)
+        self.metrics = self.observer.metrics
+        self.stats = self.observer.stats
+        self.observer.model(pipeline.bundle.info)
+        self.reloader = reloader
+        self.heartbeat = time.monotonic()
+        self.batcher: MicroBatcher[_Queued] = MicroBatcher(
+            settings.batch_max_events, settings.batch_max_wait_ms / 1000, settings.batch_max_tokens
+        )
+        self.tracker = OffsetTracker()
+        self.delivery = Delivery(sink, self.tracker, self.observer, settings.dlq_topic)
+        self._stop = threading.Event()
+        self._paused = False
+        self._paused_for_trouble = False
+        #: outputs one input may produce: labelled (or dead letter), review, per-label routes
+        self._per_record = (
+            1
+            + bool(settings.review_topic)
+            + (len(settings.route_tasks) if settings.route_labels else 0)
+        )
+        cap = settings.max_in_flight
+        if sink.capacity is not None and sink.capacity < cap:
+            log.info("max_in_flight %d capped to the producer queue size %d", cap, sink.capacity)
+            cap = sink.capacity
+        self.max_in_flight = max(cap, self._per_record)
+        source.on_revoke = self._on_revoke
+
+    # -- control -----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the loop to finish the in-flight work, commit and return (SIGTERM handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(
+        self, stop_after: int | None = None, idle_timeout_s: float | None = None
+    ) -> WorkerStats:
+        """Loop until stopped, a bounded source is exhausted, ``stop_after`` inputs completed,
+        or nothing arrived for ``idle_timeout_s``; then drain, flush and commit."""
+        last_activity = self.clock()
+        try:
+            while not self._stop.is_set():
+                if self.step():
+                    last_activity = self.clock()
+                if stop_after is not None and self.stats.completed >= stop_after:
+                    break
+                if self.source.exhausted and not len(self.batcher) and self._idle():
+                    break
+                if idle_timeout_s is not None and self.clock() - last_activity > idle_timeout_s:
+                    break
+        finally:
+            self.shutdown()
+        return self.stats
+
+    def _idle(self) -> bool:
+        return self.tracker.pending_records() == 0 and self.delivery.idle
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready = partitions assigned, a model loaded, and outputs being delivered."""
+        if self._stop.is_set():
+            return False, "shutting down"
+        if not self.source.ready:
+            return False, "no partitions assigned"
+        for link in (self.source.link, self.sink.link):
+            if link is not None and not link.up:
+                return False, link.describe()
+        if self.delivery.retry:
+            n = len(self.delivery.retry)
+            return False, f"{n} outputs failed delivery and wait to be re-sent"
+        return True, f"serving {self.pipeline.model_info.bundle} {self.pipeline.model_info.version}"
+
+    # -- one iteration -----------------------------------------------------------------------
+    def step(self) -> bool:
+        """One poll/process/ack round; returns True when records arrived."""
+        self.heartbeat = time.monotonic()
+        self._swap_bundle()
+        self.delivery.resend_failed()
+        self._apply_backpressure()
+        timeout = self.settings.poll_timeout_ms / 1000
+        deadline = self.batcher.deadline()
+        if deadline is not None:
+            timeout = max(0.0, min(timeout, deadline - self.clock()))
+        room = self._room()
+        records = self.source.poll(max(1, min(self.settings.poll_max_records, room)), timeout)
+        now = self.clock()
+        for rec in records:
+            self._ingest(rec, now)
+        for batch in self.batcher.due(self.clock()):
+            self._process(batch)
+        self.sink.poll(0)
+        self._store()
+        self.observer.in_flight(self.tracker.in_flight_outputs)
+        return bool(records)
+
+    def _swap_bundle(self) -> None:
+        """Between batches only, so no event is labelled half by one model, half by another."""
+        if self.reloader is None:
+            return
+        new = self.reloader.take()
+        if new is not None:
+            log.info(
+                "swapping bundle %s -> %s",
+                self.pipeline.model_info.sha256[:12],
+                new.model_info.sha256[:12],
+            )
+            self.pipeline = new
+            self.observer.model(new.bundle.info)
+
+    def _used(self) -> int:
+        """Outputs in flight plus those the batcher's queued events will produce."""
+        return self.tracker.in_flight_outputs + len(self.batcher) * self._per_record
+
+    def _room(self) -> int:
+        """Inputs that may still be taken in without ever exceeding ``max_in_flight``."""
+        return max(0, (self.max_in_flight - self._used()) // self._per_record)
+
+    def _apply_backpressure(self) -> None:
+        """Pause at the cap (or while outputs cannot be delivered); resume only once half the
+        cap is free: every pause makes librdkafka drop its prefetched records, so pausing and
+        resuming around a single threshold would refetch for every batch."""
+        sink_down = self.sink.link is not None and not self.sink.link.up
+        trouble = bool(self.delivery.retry) or sink_down
+        if not self._paused and (trouble or self._room() == 0):
+            log.log(
+                logging.WARNING if trouble else logging.DEBUG,
+                "pausing input: %d outputs in flight, %d to re-send, output broker %s",
+                self.tracker.in_flight_outputs,
+                len(self.delivery.retry),
+                "down" if sink_down else "up",
+            )
+            self.source.pause()
+            self._paused = True
+            self._paused_for_trouble = trouble
+            self.observer.paused(True)
+        elif self._paused and not trouble and self._used() <= self.max_in_flight // 2:
+            log.log(logging.INFO if self._paused_for_trouble else logging.DEBUG, "resuming input")
+            self.source.resume()
+            self._paused = False
+            self.observer.paused(False)
+
+    def _ingest(self, rec: Record, now: float) -> None:
+        o = rec.origin
+        self.observer.received()
+        self.tracker.register(o.topic, o.partition, o.offset)
+        try:
+            event = decode_event(
+                rec.value, self.settings.max_record_bytes, self.settings.max_text_chars
+            )
+        except InvalidEvent as exc:
+            self.delivery.dead_letter(rec.value, exc, o)
+            return
+        cost = len(event.text) // 4 + 2
+        for batch in self.batcher.add(_Queued(event, o, now, rec.value), now, cost):
+            self._process(batch)
+
+    def _process(self, batch: list[_Queued]) -> None:
+        try:
+            result = self.pipeline.label_batch(
+                [q.event for q in batch], [q.origin for q in batch], [q.received for q in batch]
+            )
+        except Exception:
+            if len(batch) == 1:  # this one event breaks the model: dead-letter it
+                log.exception("labelling failed for event %s", batch[0].event.id)
+                self.delivery.dead_letter(
+                    batch[0].raw,
+                    InvalidEvent("processing_error", "labelling failed"),
+                    batch[0].origin,
+                )
+                return
+            log.exception("batch of %d failed; retrying one by one", len(batch))
+            for q in batch:
+                self._process([q])
+            return
+        outs = result.events
+        self.observer.batch(len(batch), result.timings)
+        for i, (q, out) in enumerate(zip(batch, outs, strict=True)):
+            if i == len(outs) // 2 and i:
+                crash_point("mid_batch")
+            self._publish(out, q.raw)
+        if self.on_batch is not None:
+            self.on_batch(outs)
+        if self.settings.commit_every_batch:
+            self._commit_batch()
+
+    def _commit_batch(self) -> None:
+        """Wait (bounded) for the batch's outputs to be acknowledged, store and commit them
+        synchronously: a crash then duplicates at most the batch in progress. An output broker
+        that does not answer in ``commit_wait_s`` is left to the retry and backpressure path."""
+        deadline = time.monotonic() + self.settings.commit_wait_s
+        while self.tracker.in_flight_outputs and time.monotonic() < deadline:
+            self.delivery.resend_failed()
+            self.sink.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+            self.heartbeat = time.monotonic()
+        self._store()
+        crash_point("stored_not_committed")
+        self.source.commit()
+
+    def _publish(self, out: LabeledEvent, raw: bytes | None) -> None:
+        """Emit the labelled output and its review and route copies, or a dead letter when it
+        cannot be serialised or is too large (:func:`stream.worker.outputs.plan_outputs`)."""
+        out.worker = self.settings.worker_id
+        try:
+            planned = plan_outputs(out, self.settings)
+        except InvalidEvent as exc:
+            self.delivery.dead_letter(raw, exc, out.origin)
+            return
+        self.delivery.deliver(out.origin, planned.key, planned.value, planned.topics)
+        self.observer.labeled({task: tl.label for task, tl in out.labels.items()})
+        if planned.review:
+            self.observer.review()
+        for _ in range(planned.routed):
+            self.observer.routed()
+
+    def _store(self) -> None:
+        done = self.tracker.take_committable()
+        if done:
+            crash_point("acked_not_stored")
+            self.source.store(done)
+        self.observer.completed(self.stats.received - self.tracker.pending_records())
+
+    # -- rebalance and shutdown -------------------------------------------------------------
+    def _on_revoke(self, keys: list[tuple[str, int]]) -> None:
+        revoked = set(keys)
+        dropped = self.batcher.discard(
+            lambda q: (q.origin.topic, q.origin.partition) not in revoked
+        )
+        if dropped:
+            log.info("revocation: %d queued events left for the next owner", len(dropped))
+        self.sink.flush(10)
+        self._store()
+        self.delivery.forget(revoked)
+        self.tracker.forget(keys)
+
+    def shutdown(self, flush_timeout_s: float = 30.0) -> None:
+        """Label what is queued, wait for deliveries, store and commit, close."""
+        try:
+            for batch in self.batcher.drain():
+                self._process(batch)
+            deadline = time.monotonic() + flush_timeout_s
+            while time.monotonic() < deadline:
+                self.delivery.resend_failed()
+                self.sink.flush(min(5.0, flush_timeout_s))
+                self._store()
+                if self._idle():
+                    break
+            if not self._idle():
+                log.warning(
+                    "%d inputs not fully delivered at shutdown; they stay uncommitted",
+                    self.tracker.pending_records(),
+                )
+            self.source.commit()
+        finally:
+            self.source.close()
+            self.sink.close()
