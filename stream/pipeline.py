@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from stream.fusion import fuse
 from stream.images.branch import ImageBranch
 from stream.images.source import ImageOptions
+from stream.lang import detect_language
 from stream.models.bundle import Bundle
 from stream.rationale import top_words
 from stream.schemas import (
@@ -153,7 +154,7 @@ class Pipeline:
                 LabeledEvent(
                     id=ev.id,
                     text=ev.text,
-                    lang=ev.lang,
+                    lang=ev.lang or detect_language(ev.text),
                     source=ev.source,
                     event=ev.event,
                     created_at=ev.created_at,

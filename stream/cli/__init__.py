@@ -75,6 +75,12 @@ COMMANDS: dict[str, LazyCommand] = {
             "time).",
         ),
         (
+            "load-corpus",
+            "replay:load_corpus_events",
+            "Write labelled crisis messages (CrisisLexT26, Figure Eight, CrisisMMD annotations) as"
+            " InputEvents with gold labels and their event, for `evaluate --by-event --by-lang`.",
+        ),
+        (
             "aggregate",
             "aggregate:aggregate",
             "Count labelled events per time window and serve them on HTTP (JSON + an HTML page).",

@@ -189,6 +189,9 @@ def backtest(
     "--by-lang", is_flag=True, help="also score each language (the events' lang field) apart"
 )
 @click.option(
+    "--by-event", is_flag=True, help="also score each event (the events' event field) apart"
+)
+@click.option(
     "--faithfulness",
     "faithful",
     is_flag=True,
@@ -204,6 +207,7 @@ def evaluate(
     limit: int | None,
     json_out: Path | None,
     by_lang: bool,
+    by_event: bool,
     faithful: bool,
 ) -> None:
     """Label gold-labelled events and print accuracy, macro-F1, per-class F1, the confusion
@@ -219,6 +223,7 @@ def evaluate(
     from stream.replay.evaluate import (
         check_task,
         label_events,
+        score_by_event,
         score_by_language,
         score_labelled,
     )
@@ -243,15 +248,22 @@ def evaluate(
     title = f"{task} on {data.name} — {info.bundle} {info.version} ({info.quantization})"
     click.echo(format_evaluation(ev, title))
     langs = score_by_language(labelled, task) if by_lang else {}
-    for lang, lev in langs.items():
-        click.echo(
-            f"  lang {lang:>8}: n {lev.n:4d}  accuracy {lev.accuracy:.4f}  "
-            f"macro-F1 {lev.macro_f1:.4f}"
-        )
+    per_event = score_by_event(labelled, task) if by_event else {}
+    for kind, groups in (("lang", langs), ("event", per_event)):
+        for name, lev in groups.items():
+            click.echo(
+                f"  {kind} {name:>8}: n {lev.n:4d}  accuracy {lev.accuracy:.4f}  "
+                f"macro-F1 {lev.macro_f1:.4f}  ECE {lev.ece:.4f}"
+            )
+    if per_event:
+        mean = sum(lev.macro_f1 for lev in per_event.values()) / len(per_event)
+        click.echo(f"  mean macro-F1 over {len(per_event)} events: {mean:.4f}")
     if json_out is not None:
         doc = {"data": str(data), "task": task, "model": info.model_dump(), **ev.to_dict()}
         if by_lang:
             doc["by_lang"] = {lang: lev.to_dict() for lang, lev in langs.items()}
+        if by_event:
+            doc["by_event"] = {name: lev.to_dict() for name, lev in per_event.items()}
         json_out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
 
 
@@ -292,3 +304,36 @@ def load_crisismmd(
         assert topic is not None
         produce_events(settings.kafka_common(), topic, events, partitions)
         click.echo(f"produced {len(events)} events to {topic} on {settings.bootstrap_servers}")
+
+
+@click.command("load-corpus")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="datasets root holding crisismmd/, crisislex_t26/, figure8/ (default: ../shared/datasets)",
+)
+@click.option(
+    "--source",
+    "sources",
+    type=click.Choice(["crisismmd", "crisislex_t26", "figure8"]),
+    multiple=True,
+    required=True,
+    help="data set(s) to load (repeatable)",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="JSONL of InputEvents")
+@click.option("--limit", type=int, help="only the first N messages")
+def load_corpus_events(
+    sources: tuple[str, ...], data: Path | None, out: Path, limit: int | None
+) -> None:
+    """Write labelled crisis messages (CrisisLexT26, Figure Eight, CrisisMMD annotations) as
+    InputEvents with gold labels and their event, for `evaluate --by-event --by-lang`."""
+    from stream.data.paths import datasets_root
+    from stream.replay.gold import corpus_events, write_jsonl
+
+    root = data or datasets_root()
+    if root is None:
+        raise click.UsageError("no datasets found: pass --data")
+    events = corpus_events(root, sources, limit=limit)
+    write_jsonl(events, out)
+    click.echo(f"wrote {len(events)} events to {out}")

@@ -14,7 +14,14 @@ from stream.evaluation.scoring import Evaluation, evaluate_predictions
 from stream.pipeline import Pipeline
 from stream.schemas import InputEvent, LabeledEvent, Origin
 
-__all__ = ["check_task", "label_events", "score_by_language", "score_labelled"]
+__all__ = [
+    "check_task",
+    "label_events",
+    "score_by_event",
+    "score_by_language",
+    "score_grouped",
+    "score_labelled",
+]
 
 
 def check_task(pipeline: Pipeline, task: str) -> None:
@@ -55,11 +62,24 @@ def score_labelled(labelled: Sequence[LabeledEvent], task: str) -> Evaluation:
     )
 
 
-def score_by_language(labelled: Sequence[LabeledEvent], task: str) -> dict[str, Evaluation]:
-    """:func:`score_labelled` per event ``lang`` ("unknown" when unset), languages sorted:
-    a multilingual bundle's figure over all events can hide one language it fails on."""
+def score_grouped(
+    labelled: Sequence[LabeledEvent], task: str, key: Callable[[LabeledEvent], str | None]
+) -> dict[str, Evaluation]:
+    """:func:`score_labelled` per group (``key`` of each event; "unknown" when None), groups
+    sorted."""
     groups: dict[str, list[LabeledEvent]] = {}
     for e in labelled:
         if e.gold and task in e.gold and task in e.labels:
-            groups.setdefault(e.lang or "unknown", []).append(e)
-    return {lang: score_labelled(groups[lang], task) for lang in sorted(groups)}
+            groups.setdefault(key(e) or "unknown", []).append(e)
+    return {name: score_labelled(groups[name], task) for name in sorted(groups)}
+
+
+def score_by_language(labelled: Sequence[LabeledEvent], task: str) -> dict[str, Evaluation]:
+    """Per ``lang``: a multilingual bundle's figure over all events can hide one language it
+    fails on."""
+    return score_grouped(labelled, task, lambda e: e.lang)
+
+
+def score_by_event(labelled: Sequence[LabeledEvent], task: str) -> dict[str, Evaluation]:
+    """Per ``event``: a figure pooled over disasters hides the one it fails on."""
+    return score_grouped(labelled, task, lambda e: e.event)

@@ -23,6 +23,7 @@ from stream.schemas import InputEvent
 
 __all__ = [
     "BASE_TIME",
+    "corpus_events",
     "crisismmd_events",
     "produce_events",
     "read_events",
@@ -105,3 +106,29 @@ def produce_events(
     left = producer.flush(60)
     if left:
         raise BrokerError(f"{left} events could not be delivered to {topic}")
+
+
+def corpus_events(
+    root: Path, sources: Sequence[str], base_time: datetime = BASE_TIME, limit: int | None = None
+) -> list[InputEvent]:
+    """One InputEvent per de-duplicated message of ``sources`` under the datasets ``root``
+    (:mod:`stream.data.corpus`), with every label it has as ``gold`` and its event; ``lang`` is
+    left unset (the pipeline detects it), ids are ``<source>:<id>``."""
+    from stream.data.corpus import load_corpus
+
+    try:
+        corpus = load_corpus(root, sources)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from exc
+    return [
+        InputEvent(
+            id=m.uid,
+            text=m.text,
+            created_at=base_time + timedelta(seconds=i),
+            source="twitter" if m.source != "figure8" else "figure8",
+            event=m.event,
+            meta={"dataset": m.source},
+            gold=dict(m.labels),
+        )
+        for i, m in enumerate(corpus.messages[:limit])
+    ]
