@@ -27,29 +27,35 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
+from stream.build import export, smooth, train
+from stream.build import finetune as finetune_mod
+from stream.build.corpus_heads import corpus_heads, training_summary
+from stream.build.encoders import ENCODERS, EncoderChoice
+from stream.build.fit_heads import held_out, informative_all, trained_heads, zero_shot_heads
+from stream.build.model_card import CARD, render_card
+from stream.data.corpus import load_corpus
 from stream.data.crisismmd import SPLITS, load_split
 from stream.errors import BundleError
 from stream.models import selfcheck
-from stream.build import export, smooth, train
-from stream.build import finetune as finetune_mod
 from stream.models.bundle import load_bundle, sha256_file
-from stream.build.encoders import ENCODERS, EncoderChoice
-from stream.models.numeric import cosine_stats
-from stream.build.fit_heads import held_out, informative_all, trained_heads, zero_shot_heads
 from stream.models.links import LINK_PATTERN
+from stream.models.numeric import cosine_stats
 
-__all__ = ["BUNDLE_NAME", "BUNDLE_VERSION", "build_bundle"]
+__all__ = ["BUNDLE_NAME", "BUNDLE_VERSION", "DEFAULT_ENCODER", "HeadsFrom", "build_bundle"]
 
-BUNDLE_NAME = ENCODERS["minilm"].bundle_name  # the default bundle
+DEFAULT_ENCODER = "e5"  # multilingual: a crisis is tweeted in its own languages
+BUNDLE_NAME = ENCODERS[DEFAULT_ENCODER].bundle_name  # the default bundle
 BUNDLE_VERSION = "0.1.0"
 MAX_LENGTH = 128
 INT8, FP32, TOKENIZER = "text_encoder.int8.onnx", "text_encoder.fp32.onnx", "tokenizer.json"
 LEXICON = "lexicon.json"
 DATA_NOTE = "CrisisMMD v2.0 agreed splits"
+CORPUS_SOURCES = ("crisismmd", "crisislex_t26", "figure8")  # read beside the CrisisMMD folder
+HeadsFrom = Literal["corpus", "crisismmd"]
 FINETUNE_ENV = "CRISIS_STREAM_FINETUNE"  # "0": heads on the frozen package encoder
 _TOOLS = ("torch", "transformers", "onnx", "onnxruntime", "scikit-learn", "tokenizers")
 
@@ -185,13 +191,18 @@ def _command(
     drop_links: bool,
     image: bool,
     activations: export.Activations = "per-token",
+    heads: HeadsFrom = "corpus",
+    finetune: bool = False,
 ) -> str:
     """The ``models build`` command line that rebuilds this bundle."""
-    flags = "" if choice.key == "minilm" else f" --encoder {choice.key}"
+    flags = "" if choice.key == DEFAULT_ENCODER else f" --encoder {choice.key}"
     if drop_links != choice.drop_links:
         flags += " --drop-links" if drop_links else " --keep-links"
     flags += "" if image else " --no-image"
     flags += "" if activations == "per-token" else f" --int8-activations {activations}"
+    flags += "" if heads == "corpus" else f" --heads {heads}"
+    if finetune != choice.finetune_by_default:
+        flags += " --finetune" if finetune else " --no-finetune"
     return f"crisis-stream models build --out {out_dir}{flags}"
 
 
@@ -259,8 +270,9 @@ def build_bundle(
     image: bool = False,
     finetune: bool | None = None,
     drop_links: bool | None = None,
-    encoder: str = "minilm",
+    encoder: str = DEFAULT_ENCODER,
     activations: export.Activations = "per-token",
+    heads: HeadsFrom = "corpus",
 ) -> Path:
     """Build a bundle into ``out_dir`` and return it.
 
@@ -280,7 +292,8 @@ def build_bundle(
     if drop_links is None:
         drop_links = choice.drop_links
     if finetune is None:
-        finetune = os.environ.get(FINETUNE_ENV, "1") != "0"
+        env = os.environ.get(FINETUNE_ENV)
+        finetune = choice.finetune_by_default if env is None else env != "0"
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     stage = out_dir.with_name(f".{out_dir.name}.partial")
@@ -313,11 +326,19 @@ def build_bundle(
             section["fine_tuning"] = tuned.manifest
         onnx_file = stage / section["files"][section["precision"]]
         lexicon = None
-        if data_dir is not None:
+        data_note: Any = None
+        if data_dir is not None and heads == "corpus":
+            corpus = load_corpus(data_dir.parent, CORPUS_SOURCES)
+            data_note = training_summary(corpus)
+            head_list, lexicon = corpus_heads(
+                corpus, data_dir, onnx_file, stage / FP32, stage / TOKENIZER, progress
+            )
+        elif data_dir is not None:
+            data_note = DATA_NOTE
             baseline_tokenizer = None
             if choice.key != "minilm":
                 baseline_tokenizer = export.source_model_dir() / TOKENIZER
-            heads, lexicon = trained_heads(
+            head_list, lexicon = trained_heads(
                 data_dir,
                 onnx_file,
                 stage / FP32,
@@ -327,25 +348,26 @@ def build_bundle(
                 baseline_tokenizer,
             )
         else:
-            heads = zero_shot_heads(onnx_file, stage / TOKENIZER)
+            head_list = zero_shot_heads(onnx_file, stage / TOKENIZER)
             progress("no CrisisMMD data: zero-shot heads from label descriptions")
-        for head in heads:
+        for head in head_list:
             train.save_head(stage / f"head_{head.task}.npz", head.weight, head.bias, head.lexical)
-        if lexicon is not None and any(h.lexical is not None for h in heads):
+        if lexicon is not None and any(h.lexical is not None for h in head_list):
             lexicon.save(stage / LEXICON)
         manifest: dict[str, Any] = {
             "format": 1,
             "name": choice.bundle_name,
             "version": BUNDLE_VERSION,
-            "build_command": command or _command(out_dir, choice, drop_links, image, activations),
+            "build_command": command
+            or _command(out_dir, choice, drop_links, image, activations, heads, finetune),
             "built_from": {
                 "text": choice.describe(),
-                "data": DATA_NOTE if data_dir is not None else None,
+                "data": data_note,
                 "tools": _tools(),
                 "machine": _machine(),
             },
             "text_encoder": section,
-            "heads": [h.spec(f"head_{h.task}.npz") for h in heads],
+            "heads": [h.spec(f"head_{h.task}.npz") for h in head_list],
         }
         if (stage / LEXICON).exists():
             manifest["lexicon"] = LEXICON
@@ -361,6 +383,7 @@ def build_bundle(
             _write_manifest(stage, manifest)
             load_bundle(stage)
         manifest["build_seconds"] = round(time.perf_counter() - t0, 1)
+        (stage / CARD).write_text(render_card(manifest), encoding="utf-8")
         _write_manifest(stage, manifest)
         _replace(stage, out_dir)
     except BaseException:

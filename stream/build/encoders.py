@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from stream.errors import BundleError
 from stream.build import export
 from stream.build.e5 import E5_ID, e5_description, e5_dir
 from stream.build.finetune import FinetuneConfig
 from stream.build.weights_dir import cache_root, package_file, write_once
+from stream.errors import BundleError
 
 __all__ = ["ENCODERS", "EncoderChoice", "assemble_parts", "mpnet_dir", "mpnet_parts"]
 
@@ -47,6 +47,7 @@ class EncoderChoice:
     describe: Callable[[], str]  # the manifest's built_from.text
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     drop_links: bool = False  # the default for ``models build --encoder <key>``
+    finetune_by_default: bool = True  # ``$CRISIS_STREAM_FINETUNE`` (0/1) overrides it
 
 
 def mpnet_parts() -> list[Path]:
@@ -123,6 +124,13 @@ ENCODERS: dict[str, EncoderChoice] = {
     # fixed before its first build: 12 layers cost ~2x MiniLM-L6, and XLM-R cuts a link into
     # ~7 pieces, so links out of the input keep the build near the ~30 min budget.
     "e5": EncoderChoice(
-        "e5", E5_ID, "e5-crisis", e5_dir, e5_description, FinetuneConfig(), drop_links=True
+        "e5",
+        E5_ID,
+        "e5-crisis",
+        e5_dir,
+        e5_description,
+        FinetuneConfig(),
+        drop_links=True,
+        finetune_by_default=False,
     ),
 }

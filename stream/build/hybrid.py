@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import MissingExtraError
 from stream.build.calibration import fit_temperature
+from stream.build.train import HeadResult, Split, choose_review_threshold, class_rows
+from stream.errors import MissingExtraError
+from stream.evaluation.metrics import macro_f1
 from stream.models.lexicon import Analysis, LexicalPart, Lexicon
 from stream.models.links import mask_links
-from stream.build.train import HeadResult, Split, choose_review_threshold, class_rows
-from stream.evaluation.metrics import macro_f1
 
-__all__ = ["C_GRID", "fit_lexicon", "hybridize"]
+__all__ = ["C_GRID", "fit_lexicon", "hybridize", "matrix"]
 
 C_GRID = (1.0, 2.0, 4.0, 8.0, 16.0)
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(7))
@@ -41,25 +41,30 @@ def _preprocess(text: str) -> str:
     return mask_links(text).lower()
 
 
-def fit_lexicon(texts: Sequence[str]) -> Lexicon:
-    """Vocabularies and idf of both analyzers, fitted with scikit-learn on ``texts``."""
+def fit_lexicon(texts: Sequence[str], chars: bool = True) -> Lexicon:
+    """Vocabularies and idf of both analyzers (``chars=False``: words only), fitted with
+    scikit-learn on ``texts``."""
     try:
         from sklearn.feature_extraction.text import TfidfVectorizer
     except ImportError as exc:
         raise MissingExtraError("sklearn", "build") from exc
     opts: dict[str, Any] = {"min_df": MIN_DF, "sublinear_tf": True, "preprocessor": _preprocess}
     word = TfidfVectorizer(ngram_range=WORD_NGRAMS, **opts).fit(texts)
-    char = TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, **opts).fit(texts)
 
     def terms(vec: Any) -> list[str]:
         return sorted(vec.vocabulary_, key=vec.vocabulary_.get)
 
+    if not chars:
+        return Lexicon(
+            terms(word), word.idf_, [], np.zeros(0), WORD_NGRAMS, CHAR_NGRAMS, drop_links=True
+        )
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, **opts).fit(texts)
     return Lexicon(
         terms(word), word.idf_, terms(char), char.idf_, WORD_NGRAMS, CHAR_NGRAMS, drop_links=True
     )
 
 
-def _matrix(analyses: Sequence[Analysis], size: int) -> Any:
+def matrix(analyses: Sequence[Analysis], size: int) -> Any:
     from scipy.sparse import csr_matrix
 
     indptr = np.cumsum([0, *(len(a.ids) for a in analyses)])
@@ -97,7 +102,7 @@ def hybridize(
     if train.analyses is None or dev.analyses is None:
         raise ValueError("hybridize needs the splits' lexical analyses")
     k, n_words = len(head.labels), lexicon.n_words
-    x_tr, x_dev = _matrix(train.analyses, lexicon.size), _matrix(dev.analyses, lexicon.size)
+    x_tr, x_dev = matrix(train.analyses, lexicon.size), matrix(dev.analyses, lexicon.size)
     parts = {}
     for name, cols in (("words", slice(0, n_words)), ("chars", slice(n_words, None))):
         score, c, coef, icpt = _fit(x_tr[:, cols], train.y, train.weights, x_dev[:, cols], dev.y, k)

@@ -32,6 +32,7 @@ __all__ = ["Analysis", "LexicalPart", "Lexicon", "analyse_all"]
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _PIECE = re.compile(r"\S+")
+_NO_IDS = np.zeros(0, np.int64)
 _CACHE_SIZE = 50_000  # distinct whitespace pieces whose char features are kept
 
 
@@ -112,6 +113,8 @@ class Lexicon:
         hit = self._cache.get(piece)
         if hit is not None:
             return hit
+        if not self.chars:  # a words-only lexicon
+            return _NO_IDS
         padded, (lo, hi), ids = f" {piece.lower()} ", self.char_ngrams, []
         for n in range(lo, hi + 1):
             for off in range(max(1, len(padded) - n + 1)):

@@ -1,0 +1,164 @@
+"""Build time: ``MODEL_CARD.md``, the bundle's one page for the people who deploy it.
+
+Why: a bundle's heads are trained on data with licences (CrisisMMD is CC BY-NC-SA 4.0: a
+commercial deployer must be told), and the figure that matters is how labels hold on events the
+model never saw. The card is rendered from the manifest alone, so it never disagrees with it:
+data and licences, intended use, the CrisisMMD benchmark figures with intervals, the cross-event
+summary once ``models crossval --record`` has written one, known failure modes, and the command
+that rebuilds the bundle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream.models.manifest import sha256_file
+
+__all__ = ["CARD", "crossval_summary", "record_crossval", "render_card"]
+
+CARD = "MODEL_CARD.md"
+
+_FAILURE_MODES = """\
+- Labels are learned from 2010-2018 disasters (earthquakes, floods, hurricanes, a typhoon,
+  wildfires, explosions, crashes, a bombing): a new kind of hazard or a new platform's style is
+  out of distribution. Check the cross-event spread above, not only the mean.
+- Languages: the encoder reads ~100 languages, but labelled training text is mostly English,
+  Spanish, Italian, Portuguese, French and Tagalog; other languages get the encoder's transfer
+  only (see the per-language figures).
+- `not_humanitarian` / `other_relevant_information` and `affected_individuals` are the classes
+  annotators disagree on most; expect them to be the least reliable.
+- Rationales show what this linear model relied on, including function words and place names;
+  they explain the model, not the event.
+- Image labels (when the bundle has an image side) come through ImageNet concepts fitted on one
+  event; treat the image's weight as a prior."""
+
+
+def crossval_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest keeps of a ``models crossval`` report: protocol and per-task means,
+    baselines and languages (the per-event rows stay in the report file)."""
+    tasks = {}
+    for task, t in report["tasks"].items():
+        tasks[task] = {
+            "mean_over_events": t["mean_over_events"],
+            "baseline_tfidf": t["baseline_tfidf"],
+            "zero_shot": t["zero_shot"],
+            "fp32_encoder": t["fp32_encoder"],
+            "by_language": t["by_language"],
+            "per_event_macro_f1": {g: row["macro_f1"] for g, row in t["groups"].items()},
+        }
+    return {"protocol": report["protocol"], "messages": report["messages"], "tasks": tasks}
+
+
+def _interval(m: dict[str, Any] | None, key: str = "macro_f1") -> str:
+    if not m:
+        return "-"
+    iv = m.get("intervals", {}).get(key) or m.get(f"{key}_interval")
+    return f"{m[key]:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
+
+
+def _data_lines(data: Any) -> list[str]:
+    if isinstance(data, dict) and "sources" in data:
+        lines = [
+            f"- {name}: {info['kept']} messages, {info['events']} events; licence {info['licence']}"
+            for name, info in data["sources"].items()
+        ]
+        lines.append(f"- held out: {data['held_out']}")
+        return lines
+    return [f"- {data}" if data else "- no labelled data: zero-shot heads from label descriptions"]
+
+
+def _crossval_lines(cv: dict[str, Any] | None) -> list[str]:
+    if not cv:
+        return [
+            "Not measured yet: run `crisis-stream models crossval --bundle <this bundle> --record`."
+        ]
+    lines = [
+        f"Protocol: {cv['protocol']}.",
+        "",
+        "| task | macro-F1, mean over events [95 %] | worst event | ECE | TF-IDF baseline "
+        "| zero-shot | fp32 encoder |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, t in cv["tasks"].items():
+        m = t["mean_over_events"]
+        lines.append(
+            f"| {task} | {_interval(m)} | {m['worst_event']['event']} "
+            f"{m['worst_event']['macro_f1']:.3f} | {m['ece']:.3f} "
+            f"| {_interval(t['baseline_tfidf'])} "
+            f"| {_interval(t['zero_shot'])} | {_interval(t['fp32_encoder'])} |"
+        )
+    lines += ["", "Per language (held-out events pooled), macro-F1:", ""]
+    for task, t in cv["tasks"].items():
+        langs = ", ".join(f"{k} {_interval(v)} (n {v['n']})" for k, v in t["by_language"].items())
+        lines.append(f"- {task}: {langs}")
+    return lines
+
+
+def render_card(manifest: dict[str, Any]) -> str:
+    """The model card of a bundle, from its manifest."""
+    built = manifest.get("built_from", {})
+    lines = [
+        f"# {manifest['name']} {manifest['version']}",
+        "",
+        "Labels crisis social-media messages (tweet text, optional image) for humanitarian "
+        "triage: `informative` (informative / not_informative) and `humanitarian` (5 classes).",
+        "",
+        "## Intended use",
+        "",
+        "Triage of public messages during a disaster, with a person reviewing what the model "
+        "flags (`needs_review`) and what drives decisions. Not for decisions about individuals.",
+        "",
+        "## Encoder",
+        "",
+        f"- {built.get('text', '?')}; precision {manifest['text_encoder'].get('precision')}",
+        "",
+        "## Training data and licences",
+        "",
+        *_data_lines(built.get("data")),
+        "",
+        "CrisisMMD is CC BY-NC-SA 4.0: heads trained on it inherit its non-commercial terms.",
+        "",
+        "## Events it never saw (cross-event evaluation)",
+        "",
+        *_crossval_lines(manifest.get("crossval")),
+        "",
+        "## CrisisMMD agreed test split (comparable with published results)",
+        "",
+        "| task | accuracy [95 %] | macro-F1 [95 %] | ECE |",
+        "|---|---|---|---|",
+    ]
+    for head in manifest.get("heads", []):
+        test = head.get("metrics", {}).get("test")
+        if test:
+            lines.append(
+                f"| {head['task']} | {_interval(test, 'accuracy')} | {_interval(test)} "
+                f"| {test.get('ece', float('nan')):.3f} |"
+            )
+    lines += [
+        "",
+        "## Known failure modes",
+        "",
+        _FAILURE_MODES,
+        "",
+        "## Rebuild",
+        "",
+        f"`{manifest.get('build_command', '')}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def record_crossval(bundle: Path, report: dict[str, Any]) -> None:
+    """Write ``report``'s summary into ``bundle``'s manifest and re-render its model card
+    (the card's sha256 in the manifest follows). The manifest is replaced atomically."""
+    path = bundle / "manifest.json"
+    manifest = orjson.loads(path.read_bytes())
+    manifest["crossval"] = crossval_summary(report)
+    (bundle / CARD).write_text(render_card(manifest), encoding="utf-8")
+    manifest.setdefault("files", {})[CARD] = sha256_file(bundle / CARD)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    tmp.replace(path)
