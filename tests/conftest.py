@@ -18,7 +18,7 @@ from stream.models.bundle import Bundle, load_bundle
 from stream.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-BUNDLE = Path(os.environ.get("CRISIS_TEST_BUNDLE", REPO / "models" / "minilm-crisis"))
+BUNDLE = Path(os.environ.get("CRISIS_TEST_BUNDLE", REPO / "models" / "e5-crisis"))
 SHARED = REPO.parent / "shared" / "datasets" / "crisismmd"
 
 needs_shared = pytest.mark.skipif(

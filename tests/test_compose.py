@@ -230,7 +230,7 @@ def test_dockerfile_stages() -> None:
     assert args.get("TORCH_SPEC") or "torch==" in " ".join(a for _, a in st["build"])
     assert 'pip install ".[${BUILD_EXTRAS}]"' in build_runs
     assert "build" in args["BUILD_EXTRAS"].split(",")  # torch-free runtime, build-time extras
-    assert '--encoder "${TEXT_ENCODER}"' in build_runs and args["TEXT_ENCODER"] == "minilm"
+    assert '--encoder "${TEXT_ENCODER}"' in build_runs and args["TEXT_ENCODER"] == "e5"
     assert "torch" not in runtime_runs and "[" not in runtime_runs  # no extras at runtime
     assert ("COPY", "--from=build /models /models") in st["runtime"]
     # the bundle the build stage writes is the one the runtime points at
