@@ -31,16 +31,16 @@ from typing import Any
 
 import orjson
 
+from stream.build import export, smooth, train
+from stream.build import finetune as finetune_mod
+from stream.build.encoders import ENCODERS, EncoderChoice
+from stream.build.fit_heads import held_out, informative_all, trained_heads, zero_shot_heads
 from stream.data.crisismmd import SPLITS, load_split
 from stream.errors import BundleError
 from stream.models import selfcheck
-from stream.build import export, smooth, train
-from stream.build import finetune as finetune_mod
 from stream.models.bundle import load_bundle, sha256_file
-from stream.build.encoders import ENCODERS, EncoderChoice
-from stream.models.numeric import cosine_stats
-from stream.build.fit_heads import held_out, informative_all, trained_heads, zero_shot_heads
 from stream.models.links import LINK_PATTERN
+from stream.models.numeric import cosine_stats
 
 __all__ = ["BUNDLE_NAME", "BUNDLE_VERSION", "build_bundle"]
 

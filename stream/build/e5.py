@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stream.errors import BundleError, MissingExtraError
 from stream.build.weights_dir import cache_root, package_file, write_once
+from stream.errors import BundleError, MissingExtraError
 
 __all__ = [
     "E5_ENV",

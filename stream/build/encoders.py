@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from stream.errors import BundleError
 from stream.build import export
 from stream.build.e5 import E5_ID, e5_description, e5_dir
 from stream.build.finetune import FinetuneConfig
 from stream.build.weights_dir import cache_root, package_file, write_once
+from stream.errors import BundleError
 
 __all__ = ["ENCODERS", "EncoderChoice", "assemble_parts", "mpnet_dir", "mpnet_parts"]
 

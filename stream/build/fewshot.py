@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stream.data.crisismmd import CrisisRow
 from stream.build import export, train
 from stream.build.labels import few_shot_metrics
+from stream.data.crisismmd import CrisisRow
 from stream.models.text import TextEncoder
 
 __all__ = ["SHOTS", "data_free_baselines"]

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from stream.build.export import input_names, load_transformer
 from stream.data.crisismmd import CrisisRow
 from stream.errors import MissingExtraError
 from stream.evaluation.metrics import macro_f1
-from stream.build.export import input_names, load_transformer
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "training_rows"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.data.crisismmd import SPLITS, CrisisRow, load_split, split_path
 from stream.build import export, fewshot, hybrid, tfidf, train
+from stream.data.crisismmd import SPLITS, CrisisRow, load_split, split_path
 from stream.models.lexicon import Analysis, Lexicon, analyse_all
 
 __all__ = ["held_out", "informative_all", "trained_heads", "zero_shot_heads"]

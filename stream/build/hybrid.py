@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import MissingExtraError
 from stream.build.calibration import fit_temperature
+from stream.build.train import HeadResult, Split, choose_review_threshold, class_rows
+from stream.errors import MissingExtraError
+from stream.evaluation.metrics import macro_f1
 from stream.models.lexicon import Analysis, LexicalPart, Lexicon
 from stream.models.links import mask_links
-from stream.build.train import HeadResult, Split, choose_review_threshold, class_rows
-from stream.evaluation.metrics import macro_f1
 
 __all__ = ["C_GRID", "fit_lexicon", "hybridize"]
 

@@ -24,16 +24,16 @@ from typing import Any
 import numpy as np
 
 from stream.build.calibration import fit_temperature, fit_weights
-from stream.images.decode import decode_image
-from stream.evaluation.metrics import accuracy, macro_f1
-from stream.data.image_rows import ImageRow, read_image_rows
-from stream.models.concepts import ConceptSpace, embed_class_names, imagenet_class_names
 from stream.build.export_image import export_image_encoder
+from stream.data.image_rows import ImageRow, read_image_rows
+from stream.evaluation.metrics import accuracy, macro_f1
+from stream.images.decode import decode_image
+from stream.models.concepts import ConceptSpace, embed_class_names, imagenet_class_names
 from stream.models.heads import LinearHead
-from stream.models.manifest import FusionWeights
-from stream.models.numeric import softmax
 from stream.models.image import ImageEncoder
 from stream.models.lexicon import Lexicon, analyse_all
+from stream.models.manifest import FusionWeights
+from stream.models.numeric import softmax
 from stream.models.text import TextEncoder
 
 __all__ = ["build_image_assets", "prototype_head", "scores"]

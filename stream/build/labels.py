@@ -23,9 +23,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stream.errors import BundleError
-from stream.models.bundle import load_bundle, read_manifest, sha256_file
-from stream.models.text import TextEncoder
 from stream.build.train import (
     ZERO_SHOT_REVIEW_THRESHOLD,
     ZERO_SHOT_SCALE,
@@ -33,6 +30,9 @@ from stream.build.train import (
     evaluate,
     save_head,
 )
+from stream.errors import BundleError
+from stream.models.bundle import load_bundle, read_manifest, sha256_file
+from stream.models.text import TextEncoder
 
 __all__ = ["add_label", "few_shot_metrics", "prototype_weights"]
 

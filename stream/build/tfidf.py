@@ -24,7 +24,11 @@ C_GRID = (1.0, 2.0, 4.0, 8.0)  # dev optimum of 0.5..16 was 2 (informative), 4 (
 
 
 def _scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    return {"n": len(y), "accuracy": round(accuracy(y, pred), 4), "macro_f1": round(macro_f1(y, pred), 4)}
+    return {
+        "n": len(y),
+        "accuracy": round(accuracy(y, pred), 4),
+        "macro_f1": round(macro_f1(y, pred), 4),
+    }
 
 
 def tfidf_baseline(

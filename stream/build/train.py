@@ -22,13 +22,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stream.errors import MissingExtraError
 from stream.build.calibration import fit_temperature
+from stream.errors import MissingExtraError
 from stream.evaluation.intervals import bootstrap_intervals
 from stream.evaluation.metrics import accuracy, class_f1, expected_calibration_error, macro_f1
 from stream.models.heads import LinearHead
-from stream.models.numeric import softmax
 from stream.models.lexicon import Analysis, LexicalPart
+from stream.models.numeric import softmax
 from stream.tasks import LABELS
 
 __all__ = [
