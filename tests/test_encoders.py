@@ -184,7 +184,7 @@ def test_mpnet_weights_missing_name_the_extra_or_the_bad_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from stream.errors import MissingExtraError
-    from stream.models import encoders
+    from stream.build import encoders
 
     monkeypatch.delenv(MPNET_ENV, raising=False)
     monkeypatch.setattr(encoders, "_MPNET_PARTS", ("crisis-stream-no-such-part-001",))
