@@ -113,9 +113,7 @@ class Settings(BaseSettings):
     kafka: dict[str, str] = Field(default_factory=dict, description="extra librdkafka properties")
 
     # Model
-    bundle: Path = Field(
-        REPO_ROOT / "models" / "e5-crisis", description="model bundle directory"
-    )
+    bundle: Path = Field(REPO_ROOT / "models" / "e5-crisis", description="model bundle directory")
     precision: str | None = Field(None, description="int8 or fp32; default: the bundle's")
     threads: int | None = Field(
         None, description="onnxruntime intra-op threads per encoder; default: onnxruntime's choice"

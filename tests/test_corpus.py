@@ -18,14 +18,20 @@ def test_label_contracts_dedup_and_hold_out(tmp_path: Path):
     by_uid = {m.uid: m for m in corpus.messages}
     # CrisisMMD: 8 humanitarian classes merged to 5, text labels per tweet
     assert by_uid["crisismmd:1"].labels == {
-        "informative": "informative", "humanitarian": "affected_individuals"}
+        "informative": "informative",
+        "humanitarian": "affected_individuals",
+    }
     assert by_uid["crisismmd:3"].labels["humanitarian"] == "infrastructure_and_utility_damage"
     # CrisisLexT26: the contract of the datasets' README
     assert by_uid["crisislex_t26:10"].labels == {
-        "informative": "informative", "humanitarian": "other_relevant_information"}
+        "informative": "informative",
+        "humanitarian": "other_relevant_information",
+    }
     assert by_uid["crisislex_t26:12"].labels == {"informative": "not_informative"}
     assert by_uid["crisislex_t26:13"].labels == {
-        "informative": "not_informative", "humanitarian": "not_humanitarian"}
+        "informative": "not_informative",
+        "humanitarian": "not_humanitarian",
+    }
     assert "crisislex_t26:14" not in by_uid  # "Not applicable": no label at all
     # the retweet of a CrisisMMD dev tweet is a copy: dropped, and the kept copy stays held out
     assert "crisislex_t26:11" not in by_uid and by_uid["crisismmd:3"].benchmark_held_out
@@ -36,8 +42,12 @@ def test_label_contracts_dedup_and_hold_out(tmp_path: Path):
     assert "figure8:102" not in by_uid and "figure8:103" not in by_uid
     assert by_uid["figure8:100"].event == "figure8_direct"
     assert corpus.sources["crisislex_t26"]["licence"].endswith("MIT")
-    assert corpus.events() == ["2013_Test_floods", "figure8_direct", "figure8_news",
-                               "srilanka_floods"]
+    assert corpus.events() == [
+        "2013_Test_floods",
+        "figure8_direct",
+        "figure8_news",
+        "srilanka_floods",
+    ]
 
 
 def test_a_missing_root_is_an_error(tmp_path: Path):
@@ -49,8 +59,9 @@ def test_a_missing_root_is_an_error(tmp_path: Path):
 def test_dedup_key_ignores_links_handles_and_retweet_prefix(text: str):
     key = dedup_key(text)
     assert dedup_key(key) == key
-    assert dedup_key(f"RT @someone: {text} https://t.co/xyz") == dedup_key(text) or text.lower(
-    ).lstrip().startswith("rt")
+    assert dedup_key(f"RT @someone: {text} https://t.co/xyz") == dedup_key(
+        text
+    ) or text.lower().lstrip().startswith("rt")
 
 
 @needs_shared

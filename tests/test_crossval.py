@@ -31,9 +31,12 @@ def _messages(events: int = 6, per_event: int = 40, seed: int = 0) -> list[Messa
     for e in range(events):
         for i in range(per_event):
             label = "informative" if rng.random() < 0.5 else "not_informative"
-            words = rng.choice(WORDS[label], size=3).tolist() + [f"place{e}"]
-            out.append(Message(f"m{e}-{i}", "synthetic", f"event{e}", " ".join(words),
-                               {"informative": label}))
+            words = [*rng.choice(WORDS[label], size=3).tolist(), f"place{e}"]
+            out.append(
+                Message(
+                    f"m{e}-{i}", "synthetic", f"event{e}", " ".join(words), {"informative": label}
+                )
+            )
     return out
 
 
@@ -66,8 +69,12 @@ def test_event_head_is_a_hybrid_linear_head_calibrated_on_held_out_events():
     labels = ["informative", "not_informative"]
     texts = [m.text for m in msgs]
     lexicon = fit_lexicon(texts, chars=False)
-    data = EventData(x, np.array([labels.index(m.labels["informative"]) for m in msgs]),
-                     np.array([m.event for m in msgs]), [lexicon.analyse(t) for t in texts])
+    data = EventData(
+        x,
+        np.array([labels.index(m.labels["informative"]) for m in msgs]),
+        np.array([m.event for m in msgs]),
+        [lexicon.analyse(t) for t in texts],
+    )
     head = fit_event_head("informative", labels, data, lexicon)
     assert head.lexical is not None and head.lexical.weight.shape == (2, lexicon.size)
     assert head.temperature > 0 and 0.5 <= head.review_threshold <= 0.9
@@ -90,13 +97,13 @@ def test_crossval_never_trains_on_the_held_out_event(monkeypatch: pytest.MonkeyP
         return real(task, labels, data, lexicon, c)
 
     monkeypatch.setattr(cv, "fit_event_head", spy)
-    inputs = cv.CrossvalInputs(msgs, x, lambda t: np.eye(len(t), 8), x.copy(),
-                               ["en"] * len(msgs))
+    inputs = cv.CrossvalInputs(msgs, x, lambda t: np.eye(len(t), 8), x.copy(), ["en"] * len(msgs))
     report = cv.crossval(inputs, lambda _: None, tasks=["informative"])
     task = report["tasks"]["informative"]
     assert len(seen) == 6 and all(len(s) == 5 for s in seen)
-    assert {f"event{i}" for i in range(6)} == {next(iter({f"event{i}" for i in range(6)} - s))
-                                               for s in seen}
+    assert {f"event{i}" for i in range(6)} == {
+        next(iter({f"event{i}" for i in range(6)} - s)) for s in seen
+    }
     mean = task["mean_over_events"]
     assert mean["events"] == 6 and mean["macro_f1"] > 0.8
     lo, hi = mean["macro_f1_interval"]
@@ -117,8 +124,20 @@ def test_crossval_command_on_the_shared_corpus(tmp_path: Path):
     bundle = tmp_path / "bundle"
     shutil.copytree(BUNDLE, bundle)
     out = tmp_path / "cv.json"
-    args = ["--bundle", str(bundle), "--data", str(SHARED.parent), "--folds", "3",
-            "--limit-per-group", "20", "--no-fp32", "--out", str(out), "--record"]
+    args = [
+        "--bundle",
+        str(bundle),
+        "--data",
+        str(SHARED.parent),
+        "--folds",
+        "3",
+        "--limit-per-group",
+        "20",
+        "--no-fp32",
+        "--out",
+        str(out),
+        "--record",
+    ]
     res = CliRunner().invoke(models_crossval, args)
     assert res.exit_code == 0, res.output
     report = orjson.loads(out.read_bytes())

@@ -183,8 +183,8 @@ def test_smoothing_keeps_the_fp32_function_and_quantizes(tiny_mpnet: Path, tmp_p
 def test_mpnet_weights_missing_name_the_extra_or_the_bad_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    from stream.build import encoders
     from stream.errors import MissingExtraError
-    from stream.models import encoders
 
     monkeypatch.delenv(MPNET_ENV, raising=False)
     monkeypatch.setattr(encoders, "_MPNET_PARTS", ("crisis-stream-no-such-part-001",))

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from stream.evaluation.explain import explain
+from stream.cli.evaluation import explain
 
 from .image_utils import b64, encode, hostile_images, image_bundle_path, sample_rgb
 

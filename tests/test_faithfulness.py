@@ -11,12 +11,8 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.evaluation.faithfulness import (
-    faithfulness,
-    faithfulness_report,
-    keep_words,
-    remove_words,
-)
+from stream.cli.evaluation import faithfulness
+from stream.evaluation.faithfulness import faithfulness_report, keep_words, remove_words
 from stream.models.bundle import Bundle
 
 from .conftest import BUNDLE, REPO, SHARED, needs_shared

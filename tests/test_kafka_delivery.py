@@ -6,11 +6,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -27,6 +27,7 @@ from stream.worker import Worker
 
 from .conftest import REPO, BrokerHandle
 from .kafka_utils import TopicReader, create_topics, make_events, read_all, seed
+from .worker_proc import WorkerProcess, worker_env
 
 pytestmark = pytest.mark.kafka
 
@@ -126,7 +127,7 @@ def test_create_topics_creates_the_route_topics(noida: BrokerHandle):
     settings = noida.settings(route_labels=True, route_tasks=["informative", "humanitarian"])
     env = {
         **os.environ,
-        **_env(settings),
+        **worker_env(settings),
         "CRISIS_ROUTE_LABELS": "true",
         "CRISIS_ROUTE_TASKS": "informative,humanitarian",
     }
@@ -143,62 +144,30 @@ def test_create_topics_creates_the_route_topics(noida: BrokerHandle):
     assert set(expected) <= topics
 
 
-def _worker_process(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "stream", "run"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _env(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {
-        "CRISIS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "CRISIS_GROUP_ID": settings.group_id,
-        "CRISIS_INPUT_TOPIC": settings.input_topic,
-        "CRISIS_OUTPUT_TOPIC": settings.output_topic,
-        "CRISIS_REVIEW_TOPIC": settings.review_topic,
-        "CRISIS_DLQ_TOPIC": settings.dlq_topic,
-        "CRISIS_BUNDLE": str(settings.bundle),
-        "CRISIS_SESSION_TIMEOUT_MS": "6000",
-        "CRISIS_HEARTBEAT_INTERVAL_MS": "1000",
-        "CRISIS_COMMIT_INTERVAL_MS": "500",
-        "CRISIS_BATCH_MAX_EVENTS": "16",
-        # a restarted replica keeps its identity (StatefulSet-style); noida never expires a
-        # crashed dynamic member, see README "Brokers"
-        "CRISIS_GROUP_INSTANCE_ID": "worker-0",
-    }
-
-
-def test_worker_killed_mid_stream_loses_nothing(any_broker: BrokerHandle):
+def test_worker_killed_mid_stream_loses_nothing(any_broker: BrokerHandle, tmp_path: Path):
     settings = any_broker.settings()
     create_topics(settings)
     n = 1500
     seed(any_broker.bootstrap, settings.input_topic, make_events(n))
-    env = _env(settings)
+    env = worker_env(settings)
     reader = TopicReader(any_broker.bootstrap, settings.output_topic)
     try:
-        proc = _worker_process(env)
+        proc = WorkerProcess(env, tmp_path / "worker.log")
         deadline = time.monotonic() + 90
         while len(reader.records) < 100:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            assert proc.alive(), proc.log_tail(2000)
             assert time.monotonic() < deadline, "worker produced nothing"
             reader.poll(0.1)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.kill()
         reader.until(0, timeout_s=3, settle_s=1)
         first = len(reader.records)
         assert first < n, "the kill came too late to test anything"
 
-        proc = _worker_process(env)
+        proc = WorkerProcess(env, tmp_path / "worker.log")
         try:
             out = reader.until(n, timeout_s=180, settle_s=3)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(60)
+            rc = proc.terminate(60)
     finally:
         reader.close()
     ids = {o["id"] for o in out}

@@ -55,14 +55,22 @@ def test_evaluate_scores_each_event_apart(tmp_path: Path):
     }.items():
         for i, text in enumerate(texts):
             gold = "informative" if i == 0 else "not_informative"
-            lines.append(orjson.dumps({"id": f"{event}{i}", "text": text, "event": event,
-                                       "gold": {"informative": gold}}))
+            lines.append(
+                orjson.dumps(
+                    {
+                        "id": f"{event}{i}",
+                        "text": text,
+                        "event": event,
+                        "gold": {"informative": gold},
+                    }
+                )
+            )
     data = tmp_path / "events.jsonl"
     data.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "ev.json"
     res = CliRunner().invoke(
-        evaluate_cmd, ["--bundle", str(BUNDLE), "--data", str(data), "--by-event", "--json",
-                       str(out)]
+        evaluate_cmd,
+        ["--bundle", str(BUNDLE), "--data", str(data), "--by-event", "--json", str(out)],
     )
     assert res.exit_code == 0, res.output
     doc = orjson.loads(out.read_bytes())

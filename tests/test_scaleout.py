@@ -6,48 +6,32 @@ dead member, so its partitions would not move there (README, "Brokers")."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from stream.local.broker import free_port
+from stream.settings import Settings
 
-from .conftest import REPO, BrokerHandle
+from .conftest import BrokerHandle
 from .kafka_utils import TopicReader, create_topics, make_events, seed
+from .worker_proc import WorkerProcess, worker_env
 
 pytestmark = pytest.mark.kafka
 
 
-def _start(settings, worker_id: str, port: int) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
-    env = {
-        **os.environ,
-        "CRISIS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "CRISIS_GROUP_ID": settings.group_id,
-        "CRISIS_INPUT_TOPIC": settings.input_topic,
-        "CRISIS_OUTPUT_TOPIC": settings.output_topic,
-        "CRISIS_REVIEW_TOPIC": settings.review_topic,
-        "CRISIS_DLQ_TOPIC": settings.dlq_topic,
-        "CRISIS_BUNDLE": str(settings.bundle),
-        "CRISIS_SESSION_TIMEOUT_MS": "6000",
-        "CRISIS_HEARTBEAT_INTERVAL_MS": "1000",
-        "CRISIS_COMMIT_INTERVAL_MS": "500",
-        "CRISIS_WORKER_ID": worker_id,
-        "CRISIS_METRICS_PORT": str(port),
-        "CRISIS_BATCH_MAX_EVENTS": "16",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "stream", "run"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def _start(settings: Settings, worker_id: str, port: int, log: Path) -> WorkerProcess:
+    # dynamic membership (no group instance id): a killed worker's partitions move on expiry
+    env = worker_env(
+        settings,
+        CRISIS_GROUP_INSTANCE_ID="",
+        CRISIS_WORKER_ID=worker_id,
+        CRISIS_METRICS_PORT=str(port),
     )
+    return WorkerProcess(env, log)
 
 
 def _ready(port: int) -> bool:
@@ -58,23 +42,23 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _wait_ready(ports: list[int], procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+def _wait_ready(ports: list[int], procs: list[WorkerProcess], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert all(p.poll() is None for p in procs), "a worker exited"
+        assert all(p.alive() for p in procs), "a worker exited"
         if all(_ready(p) for p in ports):
             return
         time.sleep(0.3)
     raise AssertionError("workers did not both become ready (partitions assigned)")
 
 
-def _scale_out(broker: BrokerHandle, kill: bool) -> None:
+def _scale_out(broker: BrokerHandle, kill: bool, tmp: Path) -> None:
     settings = broker.settings()
     create_topics(settings, input_partitions=4)
     ports = [free_port(), free_port()]
-    procs = [_start(settings, "w-a", ports[0])]
+    procs = [_start(settings, "w-a", ports[0], tmp / "w-a.log")]
     _wait_ready(ports[:1], procs, 60)
-    procs.append(_start(settings, "w-b", ports[1]))
+    procs.append(_start(settings, "w-b", ports[1], tmp / "w-b.log"))
     reader = TopicReader(broker.bootstrap, settings.output_topic)
     try:
         _wait_ready(ports, procs, 90)
@@ -90,8 +74,7 @@ def _scale_out(broker: BrokerHandle, kill: bool) -> None:
         assert set(by_worker) == {"w-a", "w-b"}, by_worker
         assert not by_worker["w-a"] & by_worker["w-b"], f"partitions overlap: {by_worker}"
         if kill:
-            procs[0].send_signal(signal.SIGKILL)
-            procs[0].wait(10)
+            procs[0].kill()
         out = reader.until(n, timeout_s=240, settle_s=3)
         ids = {o["id"] for o in out}
         assert ids == {f"e-{i}" for i in range(n)}, f"{n - len(ids)} events missing"
@@ -103,14 +86,12 @@ def _scale_out(broker: BrokerHandle, kill: bool) -> None:
     finally:
         reader.close()
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                p.wait(60)
+            p.terminate(60)
 
 
-def test_two_workers_split_partitions(noida: BrokerHandle):
-    _scale_out(noida, kill=False)
+def test_two_workers_split_partitions(noida: BrokerHandle, tmp_path: Path):
+    _scale_out(noida, kill=False, tmp=tmp_path)
 
 
-def test_killed_worker_partitions_move(tansu: BrokerHandle):
-    _scale_out(tansu, kill=True)
+def test_killed_worker_partitions_move(tansu: BrokerHandle, tmp_path: Path):
+    _scale_out(tansu, kill=True, tmp=tmp_path)

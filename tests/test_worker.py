@@ -167,7 +167,7 @@ def test_late_reports_from_before_a_rebalance_do_not_commit_the_re_read(bundle: 
     sink.answer(1)
     sink.answer(3)
     worker._store()
-    assert source.committed == {} and not worker._retry
+    assert source.committed == {} and not worker.delivery.retry
     assert worker.tracker.in_flight_outputs == 1  # the new labelled output, #2
     sink.answer(2)
     worker._store()
