@@ -1,8 +1,9 @@
 """crisis-stream: label crisis social-media events from Kafka with quantized ONNX encoders.
 
-The public API is small: settings, schemas, the pipeline and worker, sources and sinks.
-``Pipeline``, ``Worker`` and ``WorkerStats`` load on first use, so that importing any part of
-the package (the CLI, the settings) does not start the model runtime.
+The public API is small: settings, schemas, the pipeline and worker, sources and sinks, and
+``Classifier`` for labelling texts or events in-process without Kafka.
+``Classifier``, ``Pipeline``, ``Worker`` and ``WorkerStats`` load on first use, so that importing
+any part of the package (the CLI, the settings) does not start the model runtime.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from stream.schemas import DeadLetter, InputEvent, LabeledEvent
 from stream.settings import Settings
 
 if TYPE_CHECKING:
+    from stream.classifier import Classifier
     from stream.pipeline import Pipeline
     from stream.worker import Worker, WorkerStats
 
@@ -32,6 +34,7 @@ __all__ = [
     "BrokerError",
     "BundleError",
     "BundleIntegrityError",
+    "Classifier",
     "ConfigError",
     "CrisisStreamError",
     "DeadLetter",
@@ -46,7 +49,12 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"Pipeline": "stream.pipeline", "Worker": "stream.worker", "WorkerStats": "stream.worker"}
+_LAZY = {
+    "Classifier": "stream.classifier",
+    "Pipeline": "stream.pipeline",
+    "Worker": "stream.worker",
+    "WorkerStats": "stream.worker",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,14 @@ from pydantic import ValidationError
 from stream.errors import InvalidEvent
 from stream.schemas import DeadLetter, ErrorInfo, InputEvent, Origin
 
-__all__ = ["DLQ_RAW_BYTES", "MAX_DEPTH", "dead_letter", "decode_event", "nesting_depth"]
+__all__ = [
+    "DLQ_RAW_BYTES",
+    "MAX_DEPTH",
+    "dead_letter",
+    "decode_event",
+    "nesting_depth",
+    "validate_event",
+]
 
 #: deepest JSON nesting accepted in an event (CrisisMMD-style events need 3-4)
 MAX_DEPTH = 32
@@ -64,6 +71,12 @@ def decode_event(raw: bytes | None, max_record_bytes: int, max_text_chars: int) 
         doc: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent("not_json", str(exc)[:300]) from None
+    return validate_event(doc, max_text_chars)
+
+
+def validate_event(doc: Any, max_text_chars: int) -> InputEvent:
+    """Validate one parsed JSON document as an event, with :func:`decode_event`'s rules and
+    reason codes (for events that arrive already parsed)."""
     if not isinstance(doc, dict):
         raise InvalidEvent("schema", f"expected a JSON object, got {type(doc).__name__}")
     if nesting_depth(doc, MAX_DEPTH) > MAX_DEPTH:

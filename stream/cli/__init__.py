@@ -52,6 +52,11 @@ COMMANDS: dict[str, LazyCommand] = {
             "Build and verify model bundles.",
         ),
         (
+            "label",
+            "label:label",
+            "Label JSONL events or plain text lines from stdin and write labelled JSONL to stdout.",
+        ),
+        (
             "replay",
             "replay:replay",
             "Label a bounded range of TOPIC with a bundle, without touching any consumer group.",
