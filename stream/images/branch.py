@@ -94,6 +94,10 @@ class ImageBranch:
             except ImageError as exc:
                 views[i] = ImageView(error=str(exc))
                 continue
+            except Exception as exc:  # an image problem never drops an event
+                log.warning("image of event %s failed unexpectedly", ev.id, exc_info=True)
+                views[i] = ImageView(error=f"image_failed: {type(exc).__name__}")
+                continue
             views[i] = ImageView(width=img.width, height=img.height)
             pending.append((i, img.pixels))
         if pending and self.model is not None:

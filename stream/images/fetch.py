@@ -14,7 +14,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from stream.images.decode import ImageError
 
@@ -105,8 +105,14 @@ def check_address(ip_text: str, allow_private: bool, host: str = "") -> IPAddres
 
 def _resolve(host: str, port: int, allow_private: bool) -> str:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
+        name = host.encode("idna").decode("ascii")  # what getaddrinfo would do, checked here
+    except UnicodeError as exc:
+        raise ImageError("bad_url", f"host {host[:80]!r} is not a valid name: {exc}") from exc
+    if "\x00" in name:
+        raise ImageError("bad_url", f"host {host[:80]!r} is not a valid name")
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError) as exc:
         raise ImageError("fetch_failed", f"cannot resolve {host}: {exc}") from exc
     if not infos:
         raise ImageError("fetch_failed", f"{host} has no address")
@@ -137,14 +143,24 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
 
-def _get(url: str, policy: FetchPolicy, deadline: float) -> tuple[int, str | None, bytes]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+def _split(url: str) -> tuple[SplitResult, str, int]:
+    """The URL's parts, host and port; a malformed URL is an ImageError, never a ValueError."""
+    try:
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
+    except ValueError as exc:  # a bad IPv6 literal, a port that is not a number or too large
+        raise ImageError("bad_url", f"malformed URL {url[:80]!r}: {exc}") from exc
+    if scheme not in ("http", "https") or not host:
         raise ImageError("fetch_refused", f"only http(s) URLs can be fetched, not {url[:80]!r}")
-    host = parts.hostname
+    if any(ord(c) < 0x21 or c == "\x7f" for c in url):
+        raise ImageError("bad_url", f"URL {url[:80]!r} contains control characters or spaces")
+    return parts, host, port or (443 if scheme == "https" else 80)
+
+
+def _get(url: str, policy: FetchPolicy, deadline: float) -> tuple[int, str | None, bytes]:
+    parts, host, port = _split(url)
     if not host_allowed(host, policy.allow_hosts):
         raise ImageError("fetch_refused", f"host {host} is not in CRISIS_IMAGE_FETCH_ALLOW_HOSTS")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     ip = _resolve(host, port, policy.allow_private)
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -182,7 +198,7 @@ def _get(url: str, policy: FetchPolicy, deadline: float) -> tuple[int, str | Non
                 raise ImageError("too_large", f"response exceeds the {policy.max_bytes} byte limit")
             chunks.append(chunk)
         return 200, None, b"".join(chunks)
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, UnicodeError, ValueError) as exc:
         raise ImageError("fetch_failed", f"{host}: {exc or type(exc).__name__}") from exc
     finally:
         conn.close()
@@ -197,5 +213,8 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
             return body
         if not location:
             raise ImageError("fetch_failed", f"HTTP {status} without a Location header")
-        url = urljoin(url, location)
+        try:
+            url = urljoin(url, location)
+        except ValueError as exc:
+            raise ImageError("bad_url", f"malformed redirect {location[:80]!r}: {exc}") from exc
     raise ImageError("fetch_failed", f"more than {policy.max_redirects} redirects")

@@ -96,8 +96,13 @@ def read_local(path: str, root: Path | None, max_bytes: int) -> bytes:
             "path_refused",
             "image.path is disabled: set CRISIS_IMAGE_ROOT to the directory images are read from",
         )
+    if "\x00" in path:
+        raise ImageError("path_refused", "image.path contains a NUL byte")
     base = root.resolve()
-    target = (base / path).resolve()
+    try:
+        target = (base / path).resolve()
+    except (OSError, ValueError) as exc:  # a name too long, a link loop, ...
+        raise ImageError("path_refused", f"{path[:80]!r} cannot be resolved: {exc}") from exc
     if not target.is_relative_to(base):
         raise ImageError("path_refused", f"{path!r} is outside the image root")
     try:
