@@ -2,7 +2,8 @@
 
 Kafka client options that crisis-stream does not model itself go through ``kafka`` (a dict of
 librdkafka properties, e.g. ``CRISIS_KAFKA='{"security.protocol": "SASL_SSL"}'``); secrets are
-``SecretStr`` so they never appear in logs or ``repr``.
+``SecretStr`` so they never appear in logs or ``repr``, validation errors never echo their input,
+and every secret can also be read from a file (``CRISIS_SASL_PASSWORD_FILE=/run/secrets/x``).
 """
 
 from __future__ import annotations
@@ -15,20 +16,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from pydantic import Field, SecretStr, field_serializer, field_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "Settings"]
+__all__ = ["DEFAULT_BATCH_MAX_PIXELS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "Settings"]
 
 #: default cap on one image's width x height: a 6000 x 4000 (24 Mpx) camera photo
 DEFAULT_MAX_PIXELS = 24_000_000
+#: default cap on the pixels decoded per batch: about 1 s of decoding on one core (a
+#: 5600 x 4200 PNG, 23.5 Mpx, takes 0.24 s), four maximum-size images or ~100 tweet photos
+DEFAULT_BATCH_MAX_PIXELS = 100_000_000
 #: default cap on one image's encoded bytes
 DEFAULT_MAX_BYTES = 10_000_000
 
 #: the checkout (or site-packages) directory that holds the ``stream`` package
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: librdkafka properties in ``kafka`` whose values are secrets (passwords, keys, tokens)
-_SECRET_KEY = re.compile(r"password|secret|\.pem$|jaas|token", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"password|secret|\.pem$|jaas|token|oauthbearer\.config", re.IGNORECASE)
+#: secret settings, each also readable from the file named by ``<name>_file``
+_SECRET_FIELDS = ("sasl_password", "ssl_key_password")
 _MASK = "**********"
 #: a list setting: from the environment a JSON list or comma-separated items
 #: (``CRISIS_IMAGE_FETCH_ALLOW_HOSTS=*.twimg.com,pbs.example.org``)
@@ -36,7 +42,10 @@ EnvList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CRISIS_", extra="ignore")
+    # hide_input_in_errors: a mistyped secret (a numeric password) must not be echoed
+    model_config = SettingsConfigDict(
+        env_prefix="CRISIS_", extra="ignore", hide_input_in_errors=True
+    )
 
     # Kafka
     bootstrap_servers: str = Field(
@@ -96,7 +105,13 @@ class Settings(BaseSettings):
         None, description="librdkafka sasl.mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ...)"
     )
     sasl_username: str | None = Field(None, description="SASL user name")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (secret)")
+    sasl_password: SecretStr | None = Field(
+        None,
+        description="SASL password (secret); or CRISIS_SASL_PASSWORD_FILE: a file holding it",
+    )
+    sasl_password_file: Path | None = Field(
+        None, description="file whose content is sasl_password (e.g. /run/secrets/sasl_password)"
+    )
     ssl_ca_location: str | None = Field(
         None, description="CA certificate file that signs the brokers' certificates"
     )
@@ -105,12 +120,21 @@ class Settings(BaseSettings):
     )
     ssl_key_location: str | None = Field(None, description="client private key file (mutual TLS)")
     ssl_key_password: SecretStr | None = Field(
-        None, description="password of the client private key (secret)"
+        None,
+        description="password of the client private key (secret); or "
+        "CRISIS_SSL_KEY_PASSWORD_FILE: a file holding it",
+    )
+    ssl_key_password_file: Path | None = Field(
+        None, description="file whose content is ssl_key_password"
     )
     ssl_endpoint_identification_algorithm: str | None = Field(
         None, description="'https' (librdkafka's default) checks the broker's host name"
     )
-    kafka: dict[str, str] = Field(default_factory=dict, description="extra librdkafka properties")
+    kafka: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra librdkafka properties (a JSON object; numbers and booleans are "
+        "passed as strings; values of secret properties are masked everywhere)",
+    )
 
     # Model
     bundle: Path = Field(REPO_ROOT / "models" / "e5-crisis", description="model bundle directory")
@@ -134,6 +158,13 @@ class Settings(BaseSettings):
     # paths only under image_root; URL fetching only when enabled, for allowlisted hosts.
     image_max_bytes: int = Field(DEFAULT_MAX_BYTES, description="cap on one image's encoded bytes")
     image_max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="cap on width x height (bombs)")
+    image_batch_max_pixels: int = Field(
+        DEFAULT_BATCH_MAX_PIXELS,
+        gt=0,
+        description="cap on the pixels (width x height, from the headers) decoded in one "
+        "batch: images past it get image_error batch_pixel_budget and their events are "
+        "labelled from text, so a batch of huge images cannot stall the worker",
+    )
     image_root: Path | None = Field(None, description="directory image.path may point into")
     image_fetch_enabled: bool = Field(
         False, description="fetch image.url over HTTP(S) (only hosts in image_fetch_allow_hosts)"
@@ -205,6 +236,44 @@ class Settings(BaseSettings):
         if text.startswith("["):
             return orjson.loads(text)
         return [item.strip() for item in text.split(",") if item.strip()]
+
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _kafka_strings(cls, value: Any) -> Any:
+        """librdkafka takes strings: every value becomes one (numbers and booleans as
+        librdkafka writes them, lists and objects as JSON, null drops the property), so a
+        mistyped secret is never a validation error that could print it."""
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            if item is None:
+                continue
+            if isinstance(item, bool):
+                out[str(key)] = "true" if item else "false"
+            elif isinstance(item, str | int | float):
+                out[str(key)] = str(item)
+            else:
+                out[str(key)] = orjson.dumps(item).decode()
+        return out
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        """``<secret>_file``: the secret is the file's content (one trailing newline dropped)."""
+        for name in _SECRET_FIELDS:
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(f"set {name} or {name}_file, not both")
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"{name}_file {path}: cannot read it ({exc.strerror})") from None
+            except UnicodeError:
+                raise ValueError(f"{name}_file {path}: not UTF-8 text") from None
+            setattr(self, name, SecretStr(text.removesuffix("\n").removesuffix("\r")))
+        return self
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka properties shared by consumer, producer and admin client."""

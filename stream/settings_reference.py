@@ -22,7 +22,9 @@ _HEADER = """# Configuration
 
 Every setting of the worker reads `CRISIS_<NAME>` from the environment (pydantic-settings; a
 `.env` file is not read). List settings take a JSON list or comma-separated items. Secrets
-(`SecretStr`) never appear in logs or `repr`.
+(`SecretStr`, and secret properties in `CRISIS_KAFKA`) never appear in logs, `repr` or
+validation errors; each secret can instead be read from a file named by `CRISIS_<NAME>_FILE`
+(e.g. `CRISIS_SASL_PASSWORD_FILE=/run/secrets/sasl_password`; one trailing newline is dropped).
 
 Generated from `stream/settings.py`; regenerate with
 `crisis-stream config --reference > docs/configuration.md` (a test fails when this file is stale).

@@ -212,6 +212,50 @@ def test_event_time_sources() -> None:
     assert event_time(labeled("x", None, None, INF, INFRA), 42.5) == 42.5
 
 
+@pytest.mark.parametrize(
+    ("created_at", "falls_back"),
+    [
+        (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), True),
+        (datetime(1, 1, 1, tzinfo=UTC), True),
+        (datetime(1970, 1, 1, tzinfo=UTC), True),
+        (datetime(2040, 1, 1, tzinfo=UTC), True),
+        (datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC) + timedelta(hours=23), False),
+        (datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC) - timedelta(hours=23), False),
+    ],
+)
+def test_event_time_far_from_the_record_time_falls_back_to_it(
+    created_at: datetime, falls_back: bool
+) -> None:
+    from stream.aggregate.records import window_time
+
+    record_ts = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    ev = labeled("x", None, created_at, INF, INFRA)
+    ts, fell_back = window_time(ev, record_ts, max_skew_s=86_400)
+    assert fell_back is falls_back
+    assert ts == (record_ts if falls_back else created_at.timestamp())
+
+
+def test_pages_render_windows_at_the_edges_of_time() -> None:
+    """A window at 9999-12-31 (left by an older version in a changelog) used to stop the
+    page for good: ``year 10000 is out of range`` when its end was formatted."""
+    far = datetime(9999, 12, 31, 23, 55, tzinfo=UTC).timestamp()
+    key = encode_key("quake", "informative", "informative")
+    items = [((key, (far, far + 299.9)), 3), ((key, (-62135596800.0, -62135596500.1)), 1)]
+    payload = counts_payload(items, 300, 86_400, 1_700_000_000.0, 12)
+    assert len(payload["windows"]) == 2
+    assert render_page(payload, {"labels": {}, "windows": 1}, "crisis")
+    orjson.dumps(payload)
+
+
+def test_the_allowed_clock_skew_is_a_setting() -> None:
+    from stream.aggregate.config import AggregatorConfig
+    from stream.errors import ConfigError
+
+    assert AggregatorConfig().max_skew_s == 86_400
+    with pytest.raises(ConfigError):
+        AggregatorConfig(max_skew_s=-1)
+
+
 def test_count_and_word_keys() -> None:
     a1, a2, a3 = batch_a(0.0)[:3]
     assert [decode_key(k) for k in count_keys(a1)] == [

@@ -339,11 +339,62 @@ def test_only_http_urls_are_fetched(url: str):
 @pytest.mark.parametrize(
     "ip",
     ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.169.254", "100.64.0.1",
-     "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "224.0.0.1"],
+     "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "224.0.0.1",
+     # IPv4 inside IPv6: mapped, compatible, SIIT, NAT64 (well-known and local-use), 6to4
+     "::ffff:10.0.0.1", "::127.0.0.1", "::10.0.0.1", "::ffff:0:10.0.0.1", "64:ff9b::a00:1",
+     "64:ff9b::7f00:1", "64:ff9b:1::a00:1", "2002:a00:1::1", "2002:7f00:1::1",
+     "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo
+     "fe80::1%eth0", "169.254.0.1", "ff02::1", "239.1.2.3", "::", "255.255.255.255",
+     "198.18.0.1", "240.0.0.1", "fec0::1"],
 )  # fmt: skip
 def test_non_global_addresses_are_refused(ip: str):
     with pytest.raises(ImageError, match="fetch_refused"):
         check_address(ip, allow_private=False)
+
+
+@pytest.mark.parametrize("ip", ["::", "0.0.0.0", "224.0.0.1", "ff02::1", "64:ff9b::e000:1"])
+def test_non_unicast_addresses_are_refused_even_when_private_ones_are_allowed(ip: str):
+    with pytest.raises(ImageError, match="fetch_refused"):
+        check_address(ip, allow_private=True)
+
+
+@pytest.mark.parametrize(
+    "ip", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "64:ff9b::5db8:d822",
+           "2002:5db8:d822::1", "::ffff:93.184.216.34"],
+)  # fmt: skip
+def test_global_addresses_pass_in_every_form(ip: str):
+    check_address(ip, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    ("host", "resolved"),
+    [
+        ("cdn.example.org", "10.0.0.1"),
+        ("cdn.example.org", "::127.0.0.1"),
+        ("cdn.example.org", "64:ff9b::a00:1"),
+        ("cdn.example.org", "2002:a00:1::1"),
+        ("cdn.example.org", "::ffff:10.0.0.1"),
+        ("2130706433", None),  # decimal, octal and hex IPv4 that the resolver accepts
+        ("0177.0.0.1", None),
+        ("0x7f.0.0.1", None),
+        ("127.1", None),
+    ],
+)
+def test_refusal_names_the_host_not_the_internal_address(
+    monkeypatch: pytest.MonkeyPatch, host: str, resolved: str | None
+):
+    import socket
+
+    if resolved is not None:
+        family = socket.AF_INET6 if ":" in resolved else socket.AF_INET
+        info = (family, socket.SOCK_STREAM, 6, "", (resolved, 80))
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [info])
+    with pytest.raises(ImageError) as err:
+        fetch_url(f"http://{host}/img.jpg", _policy(allow_hosts=("*",), allow_private=False))
+    assert err.value.kind == "fetch_refused"
+    assert host in err.value.message
+    for leaked in (resolved or "127.0.0.1", "10.0.0.1", "127.0.0.1", "a00:1"):
+        assert leaked not in err.value.message
 
 
 def test_global_addresses_pass_and_private_ones_only_when_allowed():

@@ -215,3 +215,61 @@ def test_finetune_is_deterministic(tmp_path: Path):
         np.array_equal(x, y)
         for x, y in zip(runs[0].heads["informative"], runs[1].heads["informative"], strict=True)
     )
+
+
+def _manifest_listing(bundle_dir: Path, names: list[str]) -> None:
+    import hashlib
+
+    import orjson
+
+    files = {}
+    for name in names:
+        target = bundle_dir / name
+        data = target.read_bytes() if target.is_file() else b""
+        files[name] = hashlib.sha256(data).hexdigest()
+    manifest = {
+        "name": "evil",
+        "version": "1",
+        "text_encoder": {"files": {"int8": names[0]}},
+        "heads": [],
+        "files": files,
+    }
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    (bundle_dir / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "name", ["/etc/passwd", "../../etc/hostname", "sub/../../outside.bin", "", "a\x00b"]
+)
+def test_manifest_file_names_outside_the_bundle_are_refused(tmp_path: Path, name: str):
+    from stream.models.manifest import read_manifest, verify_files
+
+    bundle_dir = tmp_path / "a" / "b" / "bundle"
+    bundle_dir.mkdir(parents=True)
+    (tmp_path / "outside.bin").write_bytes(b"x")
+    (tmp_path / "a" / "outside.bin").write_bytes(b"x")
+    _manifest_listing(bundle_dir, [name])
+    with pytest.raises(BundleError, match=r"outside the bundle|not a relative"):
+        verify_files(bundle_dir, read_manifest(bundle_dir))
+
+
+def test_a_manifest_file_linked_outside_the_bundle_is_refused(tmp_path: Path):
+    from stream.models.manifest import read_manifest, verify_files
+
+    bundle_dir = tmp_path / "bundle"
+    bundle_dir.mkdir()
+    (tmp_path / "secret").write_bytes(b"s")
+    (bundle_dir / "model.onnx").symlink_to(tmp_path / "secret")
+    _manifest_listing(bundle_dir, ["model.onnx"])
+    with pytest.raises(BundleError, match="outside the bundle"):
+        verify_files(bundle_dir, read_manifest(bundle_dir))
+
+
+def test_manifest_file_names_inside_the_bundle_verify(tmp_path: Path):
+    from stream.models.manifest import read_manifest, verify_files
+
+    bundle_dir = tmp_path / "bundle"
+    (bundle_dir / "heads").mkdir(parents=True)
+    (bundle_dir / "heads" / "h.npz").write_bytes(b"h")
+    _manifest_listing(bundle_dir, ["heads/h.npz"])
+    verify_files(bundle_dir, read_manifest(bundle_dir))

@@ -58,6 +58,71 @@ def test_secrets_never_in_repr_or_dumps(monkeypatch: pytest.MonkeyPatch):
     assert s.redacted()["sasl_password"] == "**********"
 
 
+@pytest.mark.parametrize("value", [84736251, 8473.6251, True, ["84736251"], {"p": "84736251"}])
+def test_a_non_string_secret_in_kafka_is_never_printed(
+    monkeypatch: pytest.MonkeyPatch, value: object
+):
+    """A numeric (or otherwise mistyped) sasl.password is passed on as a string, and masked:
+    it used to fail validation with an error that printed it."""
+    monkeypatch.setenv("CRISIS_KAFKA", json.dumps({"sasl.password": value}))
+    s = Settings()
+    password = s.kafka_common()["sasl.password"]
+    assert isinstance(password, str)
+    assert password.strip('[]{}"p: ') in ("84736251", "8473.6251", "true")
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.redacted())):
+        assert "84736251" not in text and "8473.6251" not in text
+
+
+def test_settings_validation_errors_never_echo_their_input(monkeypatch: pytest.MonkeyPatch):
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("CRISIS_KAFKA", '["84736251"]')
+    monkeypatch.setenv("CRISIS_COMMIT_WAIT_S", "s3cr3t-84736251")
+    with pytest.raises(ValidationError) as err:
+        Settings()
+    assert "84736251" not in str(err.value) and "kafka" in str(err.value)
+
+
+def test_oauthbearer_config_is_masked(monkeypatch: pytest.MonkeyPatch):
+    conf = "principal=crisis clientSecret=" + TOKEN
+    monkeypatch.setenv("CRISIS_KAFKA", json.dumps({"sasl.oauthbearer.config": conf}))
+    s = Settings()
+    assert s.kafka_common()["sasl.oauthbearer.config"] == conf
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.redacted())):
+        assert TOKEN not in text
+
+
+def test_secret_settings_are_read_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    (tmp_path / "sasl").write_text(SECRET + "\n")
+    (tmp_path / "key").write_text(KEY_SECRET)
+    monkeypatch.setenv("CRISIS_SASL_PASSWORD_FILE", str(tmp_path / "sasl"))
+    monkeypatch.setenv("CRISIS_SSL_KEY_PASSWORD_FILE", str(tmp_path / "key"))
+    s = Settings()
+    conf = s.kafka_common()
+    assert conf["sasl.password"] == SECRET and conf["ssl.key.password"] == KEY_SECRET
+    for text in (repr(s), s.model_dump_json(), str(s.redacted())):
+        assert SECRET not in text and KEY_SECRET not in text
+    fields = Settings.model_fields
+    assert "CRISIS_SASL_PASSWORD_FILE" in (fields["sasl_password"].description or "")
+    assert "CRISIS_SSL_KEY_PASSWORD_FILE" in (fields["ssl_key_password"].description or "")
+
+
+def test_a_secret_file_that_cannot_be_read_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("CRISIS_SASL_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError, match="sasl_password_file"):
+        Settings()
+    (tmp_path / "both").write_text(SECRET)
+    monkeypatch.setenv("CRISIS_SASL_PASSWORD_FILE", str(tmp_path / "both"))
+    monkeypatch.setenv("CRISIS_SASL_PASSWORD", "other")
+    with pytest.raises(ValidationError, match="not both") as err:
+        Settings()
+    assert SECRET not in str(err.value) and "other" not in str(err.value)
+
+
 def test_image_fetch_is_off_and_private_addresses_refused_by_default(
     monkeypatch: pytest.MonkeyPatch,
 ):

@@ -195,3 +195,25 @@ def test_batch_timings_feed_the_encoder_histograms(bundle: Bundle):
         "crisis_encoder_seconds_count", {"modality": "text"}
     )
     assert text is not None and text >= 1
+
+
+def _stats(lags: dict[int, int]) -> str:
+    parts = {str(p): {"consumer_lag": lag} for p, lag in lags.items()}
+    parts["-1"] = {"consumer_lag": -1}
+    return orjson.dumps({"topics": {"in": {"partitions": parts}}}).decode()
+
+
+def test_lag_of_revoked_partitions_is_removed(bundle: Bundle):
+    """Summed lag used to double-count: a revoked partition kept its last lag for ever."""
+    from stream.ops.prometheus import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    source = _ReassignedSource([orjson.dumps({"id": "e0", "text": "bridge collapsed"})], "in")
+    worker = Worker(_settings(), source, MemorySink(), Pipeline(bundle), metrics=metrics)
+    metrics.on_kafka_stats(_stats({0: 7, 1: 5}))
+    text = metrics.render().decode()
+    assert 'partition="0"' in text and 'partition="1"' in text
+    source.rebalance = True
+    worker.step()  # partition 0 revoked (and handed back: its lag comes with the next stats)
+    text = metrics.render().decode()
+    assert 'partition="0"' not in text and 'partition="1"' in text

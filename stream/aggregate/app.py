@@ -3,7 +3,9 @@
 Two agents. ``route`` reads the labelled topic, drops records that are not valid
 ``LabeledEvent`` JSON (counted in a metric), and forwards the rest, keyed by event name, to the
 internal ``<app_id>-by-event`` topic. ``count`` reads that topic and updates three tumbling-window
-tables in event time (``created_at``; see :func:`stream.aggregate.records.event_time`):
+tables in event time (``created_at``; see :func:`stream.aggregate.records.event_time`; an
+event time more than ``max_skew_s`` from the record timestamp falls back to the record
+timestamp, counted in ``crisis_aggregate_event_time_fallbacks``):
 
 * ``counts``: events per (event name, task, label) per window;
 * ``words``: per (event name, task, label, word), in how many events the word was a positive
@@ -55,7 +57,7 @@ from stream.aggregate.records import (
     count_keys,
     encode_key,
     event_name,
-    event_time,
+    window_time,
     word_keys,
 )
 from stream.aggregate.views import counts_payload, words_payload
@@ -104,6 +106,12 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
     duplicates = Counter(
         "crisis_aggregate_duplicates", "redelivered events skipped (same id)", registry=registry
     )
+    fallbacks = Counter(
+        "crisis_aggregate_event_time_fallbacks",
+        "events whose created_at was further than max_skew_s from the record timestamp "
+        "(counted at the record timestamp instead)",
+        registry=registry,
+    )
     last_event = Gauge(
         "crisis_aggregate_last_event_time_seconds",
         "event time of the newest counted event",
@@ -115,7 +123,7 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
             raise RuntimeError("table access outside stream iteration")
         value = event.value
         if isinstance(value, LabeledEvent):
-            return event_time(value, event.message.timestamp)
+            return window_time(value, event.message.timestamp, config.max_skew_s)[0]
         return float(event.message.timestamp)
 
     window = timedelta(seconds=config.window_s)
@@ -131,6 +139,7 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
     codec = LabeledEventCodec()
 
     newest = 0.0
+    fallback_count = 0
     source = app.topic(config.topic, value_serializer=codec)
     # Every table key starts with the event name, so re-keying by event name makes each key
     # updated from exactly one partition, which faust's per-partition changelogs (and their
@@ -162,7 +171,7 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
 
     @app.agent(by_event, name="count")
     async def count(stream: StreamT[LabeledEvent]) -> None:
-        nonlocal newest
+        nonlocal newest, fallback_count
         async for value in stream:
             # Updates happen during iteration (never in stream.take() batches), so faust ties
             # them to this record's offset.
@@ -178,15 +187,23 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
             for key in word_keys(value):
                 words[key] += 1
             counted.inc()
+            current = stream.current_event
+            record_ts = current.message.timestamp if current is not None else None
+            if window_time(value, record_ts, config.max_skew_s)[1]:
+                fallbacks.inc()
+                fallback_count += 1
             ts = timestamp(stream.current_event)
             if ts > newest:
                 newest = ts
                 last_event.set(ts)
 
     def counts_now(limit: int) -> dict[str, Any]:
-        return counts_payload(
+        payload = counts_payload(
             counts.table.data.items(), config.window_s, config.expires_s, time.time(), limit
         )
+        payload["max_skew_s"] = config.max_skew_s
+        payload["event_time_fallbacks"] = fallback_count  # since this process started
+        return payload
 
     def words_now(windows: int | None, event: str | None = None) -> dict[str, Any]:
         return words_payload(words.table.data.items(), windows, config.top_words, event)

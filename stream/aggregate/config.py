@@ -33,6 +33,7 @@ class AggregatorConfig:
     app_id: str = "crisis-aggregate"
     window_s: int = 300
     expires_s: int = 86_400
+    max_skew_s: int = 86_400  # event times further from the record timestamp are not trusted
     web_port: int = DEFAULT_WEB_PORT
     web_bind: str = "0.0.0.0"
     partitions: int | None = None
@@ -46,6 +47,8 @@ class AggregatorConfig:
     def __post_init__(self) -> None:
         if self.window_s < 1 or self.expires_s < self.window_s:
             raise ConfigError("need window_s >= 1 and expires_s >= window_s")
+        if self.max_skew_s < 0:
+            raise ConfigError("max_skew_s must be >= 0")
         if self.partitions is not None and self.partitions < 1:
             raise ConfigError("partitions must be >= 1")
 

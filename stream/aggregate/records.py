@@ -27,6 +27,7 @@ __all__ = [
     "event_name",
     "event_time",
     "normalize_word",
+    "window_time",
     "word_keys",
 ]
 
@@ -90,6 +91,19 @@ def event_time(ev: LabeledEvent, record_ts: float | None) -> float:
     if record_ts is not None:
         return record_ts
     raise ValueError(f"event {ev.id!r} has no created_at and no record timestamp")
+
+
+def window_time(ev: LabeledEvent, record_ts: float | None, max_skew_s: float) -> tuple[float, bool]:
+    """The time that places ``ev`` in a window, and whether it fell back to the record's.
+
+    An event time more than ``max_skew_s`` from the record timestamp (a post dated
+    9999-12-31 or 1970, a client clock gone wrong) is not trusted: it would open a window no
+    page can show and no expiry reaches, so the record timestamp is used instead.
+    """
+    ts = event_time(ev, record_ts)
+    if record_ts is not None and not abs(ts - record_ts) <= max_skew_s:
+        return float(record_ts), True
+    return ts, False
 
 
 def count_keys(ev: LabeledEvent) -> list[str]:

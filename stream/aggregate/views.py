@@ -22,7 +22,12 @@ TableItem = tuple[Any, Any]
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """ISO 8601 UTC; a time outside what ``datetime`` can hold (year 10000) as epoch seconds."""
+    try:
+        moment = datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"@{ts:.0f}"
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def by_window(items: Iterable[TableItem]) -> dict[float, Counter[str]]:

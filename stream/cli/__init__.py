@@ -29,7 +29,7 @@ COMMANDS: dict[str, LazyCommand] = {
         (
             "broker",
             "local:broker",
-            "Run a local Kafka-protocol broker in the foreground (Ctrl-C stops it).",
+            "Run a local Kafka-protocol broker in the foreground (Ctrl-C or SIGTERM stops it).",
         ),
         (
             "produce",

@@ -52,6 +52,16 @@ __all__ = ["aggregate"]
     help="keep windows this long (wall clock), seconds",
 )
 @click.option(
+    "--max-skew",
+    "max_skew_s",
+    type=click.IntRange(min=0),
+    envvar="CRISIS_AGG_MAX_SKEW_S",
+    default=86_400,
+    show_default=True,
+    help="event times further than this from the record timestamp use the record "
+    "timestamp (a post dated 9999-12-31 cannot open a window), seconds",
+)
+@click.option(
     "--web-port",
     type=click.IntRange(0, 65535),
     envvar="CRISIS_AGG_WEB_PORT",
@@ -88,6 +98,7 @@ def aggregate(
     app_id: str,
     window_s: int,
     expires_s: int,
+    max_skew_s: int,
     web_port: int,
     web_bind: str,
     partitions: int | None,
@@ -105,6 +116,7 @@ def aggregate(
             app_id=app_id,
             window_s=window_s,
             expires_s=expires_s,
+            max_skew_s=max_skew_s,
             web_bind=web_bind,
             partitions=partitions,
             replication=replication,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import click
@@ -35,17 +34,11 @@ def demo(bundle: Path | None, broker_kind: str) -> None:
 @click.option("--port", type=int, default=9092, show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".broker"))
 def broker(kind: str, port: int, data_dir: Path) -> None:
-    """Run a local Kafka-protocol broker in the foreground (Ctrl-C stops it)."""
+    """Run a local Kafka-protocol broker in the foreground (Ctrl-C or SIGTERM stops it)."""
     b = LocalBroker(kind, port, data_dir.resolve())  # type: ignore[arg-type]
-    b.start()
-    click.echo(f"{kind} broker on {b.bootstrap} (data {b.data_dir}); Ctrl-C to stop")
-    try:
-        while b.running:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        b.stop()
+    b.serve(
+        lambda b: click.echo(f"{kind} broker on {b.bootstrap} (data {b.data_dir}); Ctrl-C to stop")
+    )
 
 
 @click.command("produce")

@@ -82,6 +82,7 @@ class ImageBranch:
         views: list[ImageView | None] = [None] * len(events)
         pending: list[tuple[int, np.ndarray]] = []
         opts = self.options
+        left = opts.batch_max_pixels  # decoding cost of this batch, in header pixels
         for i, ev in enumerate(events):
             if ev.image is None:
                 continue
@@ -90,10 +91,16 @@ class ImageBranch:
                 continue
             try:
                 data = load_image_bytes(ev.image, opts)
-                img = decode_image(data, self.model.encoder.size, opts.max_pixels, opts.max_bytes)
+                size = self.model.encoder.size
+                img = decode_image(data, size, opts.max_pixels, opts.max_bytes, batch_left=left)
             except ImageError as exc:
                 views[i] = ImageView(error=str(exc))
                 continue
+            except Exception as exc:  # an image problem never drops an event
+                log.warning("image of event %s failed unexpectedly", ev.id, exc_info=True)
+                views[i] = ImageView(error=f"image_failed: {type(exc).__name__}")
+                continue
+            left -= img.width * img.height
             views[i] = ImageView(width=img.width, height=img.height)
             pending.append((i, img.pixels))
         if pending and self.model is not None:

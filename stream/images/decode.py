@@ -82,13 +82,18 @@ class OpenedImage:
 
 
 def open_image(
-    data: bytes, max_pixels: int, max_bytes: int, draft: int | None = None
+    data: bytes,
+    max_pixels: int,
+    max_bytes: int,
+    draft: int | None = None,
+    batch_left: int | None = None,
 ) -> OpenedImage:
     """Open and decode the first frame, refusing oversized or malformed input.
 
     Pixels are decoded only after the header's size passed the ``max_pixels`` check. With
     ``draft``, a JPEG is decoded directly at the smallest 1/2, 1/4 or 1/8 scale that is still
-    at least ``draft`` pixels on each side (much faster, same model input).
+    at least ``draft`` pixels on each side (much faster, same model input). ``batch_left``:
+    the pixels the batch may still decode; a larger image is refused from its header.
     """
     if len(data) > max_bytes:
         raise ImageError("too_large", f"{len(data)} bytes exceeds the {max_bytes} byte limit")
@@ -115,6 +120,12 @@ def open_image(
             "too_many_pixels",
             f"{width}x{height} = {width * height} pixels exceeds the {limit} pixel limit"
             + (f" for {fmt}" if limit != max_pixels else ""),
+        )
+    if batch_left is not None and width * height > batch_left:
+        raise ImageError(
+            "batch_pixel_budget",
+            f"{width}x{height} exceeds the {max(batch_left, 0)} pixels left to decode in this "
+            "batch (CRISIS_IMAGE_BATCH_MAX_PIXELS)",
         )
     try:
         orientation = src.getexif().get(0x0112, 1)
@@ -152,13 +163,14 @@ def decode_image(
     size: int = 224,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    batch_left: int | None = None,
 ) -> DecodedImage:
     """Decode ``data`` into the model input: the whole image resized to ``size`` x ``size``.
 
     The image is stretched rather than cropped so that every grid cell of the model maps to a
     rectangle of the original image and nothing is cut off.
     """
-    opened = open_image(data, max_pixels, max_bytes, draft=size)
+    opened = open_image(data, max_pixels, max_bytes, draft=size, batch_left=batch_left)
     try:
         small = opened.image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         pixels = np.asarray(flatten(small), dtype=np.uint8)

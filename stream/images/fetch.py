@@ -14,7 +14,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from stream.images.decode import ImageError
 
@@ -50,31 +50,74 @@ def host_allowed(host: str, allow_hosts: tuple[str, ...]) -> bool:
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def check_address(ip_text: str, allow_private: bool) -> IPAddress:
-    """Parse a resolved address and refuse it unless it is a global unicast address."""
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated, still routed inside some sites
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # local-use NAT64 prefix
+_EMBEDS_LOW_32 = (  # IPv6 forms whose low 32 bits are an IPv4 address
+    ipaddress.ip_network("::/96"),  # IPv4-compatible (deprecated)
+    ipaddress.ip_network("::ffff:0:0:0/96"),  # SIIT IPv4-translated
+    ipaddress.ip_network("64:ff9b::/96"),  # NAT64 well-known prefix
+)
+
+
+def _forms(ip: IPAddress) -> list[IPAddress]:
+    """The address and, for IPv6 forms that carry one, the IPv4 address it reaches."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return [ip]
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    embedded: list[IPAddress] = [ip]
+    if ip.sixtofour is not None:
+        embedded.append(ip.sixtofour)
+    if ip.teredo is not None:
+        embedded.extend(ip.teredo)
+    if any(ip in net for net in _EMBEDS_LOW_32):
+        embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return embedded
+
+
+def _is_global(ip: IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and (ip in _SITE_LOCAL or ip in _NAT64_LOCAL):
+        return False
+    return ip.is_global
+
+
+def check_address(ip_text: str, allow_private: bool, host: str = "") -> IPAddress:
+    """Parse a resolved address and refuse it unless it is a global unicast address.
+
+    IPv6 forms that embed an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo) are
+    judged by that IPv4 address as well. The refusal names ``host``, never the address, so
+    an event's ``image_error`` does not publish what an internal name resolves to.
+    """
     ip = ipaddress.ip_address(ip_text.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_unspecified or ip.is_multicast:
-        raise ImageError("fetch_refused", f"address {ip} is not a unicast address")
-    if not allow_private and not ip.is_global:
-        raise ImageError(
-            "fetch_refused",
-            f"address {ip} is private, loopback, link-local or reserved "
-            "(CRISIS_IMAGE_FETCH_ALLOW_PRIVATE to allow)",
-        )
-    return ip
+    name = f"host {host}" if host else "the host"
+    forms = _forms(ip)
+    for form in forms:
+        if form.is_unspecified or form.is_multicast:
+            raise ImageError("fetch_refused", f"{name} does not resolve to a unicast address")
+        if not allow_private and not _is_global(form):
+            raise ImageError(
+                "fetch_refused",
+                f"{name} resolves to a private, loopback, link-local or reserved address "
+                "(CRISIS_IMAGE_FETCH_ALLOW_PRIVATE to allow)",
+            )
+    return forms[0]
 
 
 def _resolve(host: str, port: int, allow_private: bool) -> str:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
+        name = host.encode("idna").decode("ascii")  # what getaddrinfo would do, checked here
+    except UnicodeError as exc:
+        raise ImageError("bad_url", f"host {host[:80]!r} is not a valid name: {exc}") from exc
+    if "\x00" in name:
+        raise ImageError("bad_url", f"host {host[:80]!r} is not a valid name")
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError) as exc:
         raise ImageError("fetch_failed", f"cannot resolve {host}: {exc}") from exc
     if not infos:
         raise ImageError("fetch_failed", f"{host} has no address")
     # every address must pass: a name that also points inside the network is refused
-    checked = [check_address(str(info[4][0]), allow_private) for info in infos]
+    checked = [check_address(str(info[4][0]), allow_private, host) for info in infos]
     return str(checked[0])
 
 
@@ -100,14 +143,24 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
 
-def _get(url: str, policy: FetchPolicy, deadline: float) -> tuple[int, str | None, bytes]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+def _split(url: str) -> tuple[SplitResult, str, int]:
+    """The URL's parts, host and port; a malformed URL is an ImageError, never a ValueError."""
+    try:
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
+    except ValueError as exc:  # a bad IPv6 literal, a port that is not a number or too large
+        raise ImageError("bad_url", f"malformed URL {url[:80]!r}: {exc}") from exc
+    if scheme not in ("http", "https") or not host:
         raise ImageError("fetch_refused", f"only http(s) URLs can be fetched, not {url[:80]!r}")
-    host = parts.hostname
+    if any(ord(c) < 0x21 or c == "\x7f" for c in url):
+        raise ImageError("bad_url", f"URL {url[:80]!r} contains control characters or spaces")
+    return parts, host, port or (443 if scheme == "https" else 80)
+
+
+def _get(url: str, policy: FetchPolicy, deadline: float) -> tuple[int, str | None, bytes]:
+    parts, host, port = _split(url)
     if not host_allowed(host, policy.allow_hosts):
         raise ImageError("fetch_refused", f"host {host} is not in CRISIS_IMAGE_FETCH_ALLOW_HOSTS")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     ip = _resolve(host, port, policy.allow_private)
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -145,7 +198,7 @@ def _get(url: str, policy: FetchPolicy, deadline: float) -> tuple[int, str | Non
                 raise ImageError("too_large", f"response exceeds the {policy.max_bytes} byte limit")
             chunks.append(chunk)
         return 200, None, b"".join(chunks)
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, UnicodeError, ValueError) as exc:
         raise ImageError("fetch_failed", f"{host}: {exc or type(exc).__name__}") from exc
     finally:
         conn.close()
@@ -160,5 +213,8 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
             return body
         if not location:
             raise ImageError("fetch_failed", f"HTTP {status} without a Location header")
-        url = urljoin(url, location)
+        try:
+            url = urljoin(url, location)
+        except ValueError as exc:
+            raise ImageError("bad_url", f"malformed redirect {location[:80]!r}: {exc}") from exc
     raise ImageError("fetch_failed", f"more than {policy.max_redirects} redirects")

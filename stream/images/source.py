@@ -19,6 +19,7 @@ from typing import Any
 from stream.images.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError
 from stream.images.fetch import FetchPolicy, fetch_url
 from stream.schemas import ImageRef
+from stream.settings import DEFAULT_BATCH_MAX_PIXELS
 
 __all__ = ["ImageOptions", "decode_base64", "load_image_bytes", "read_local"]
 
@@ -29,6 +30,7 @@ class ImageOptions:
 
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
+    batch_max_pixels: int = DEFAULT_BATCH_MAX_PIXELS
     root: Path | None = None
     fetch_enabled: bool = False
     fetch_allow_hosts: tuple[str, ...] = ()
@@ -48,6 +50,7 @@ class ImageOptions:
         return cls(
             max_bytes=int(get("image_max_bytes", DEFAULT_MAX_BYTES)),
             max_pixels=int(get("image_max_pixels", DEFAULT_MAX_PIXELS)),
+            batch_max_pixels=int(get("image_batch_max_pixels", DEFAULT_BATCH_MAX_PIXELS)),
             root=Path(root) if root else None,
             fetch_enabled=bool(get("image_fetch_enabled", False)),
             fetch_allow_hosts=tuple(get("image_fetch_allow_hosts", ())),
@@ -96,8 +99,13 @@ def read_local(path: str, root: Path | None, max_bytes: int) -> bytes:
             "path_refused",
             "image.path is disabled: set CRISIS_IMAGE_ROOT to the directory images are read from",
         )
+    if "\x00" in path:
+        raise ImageError("path_refused", "image.path contains a NUL byte")
     base = root.resolve()
-    target = (base / path).resolve()
+    try:
+        target = (base / path).resolve()
+    except (OSError, ValueError) as exc:  # a name too long, a link loop, ...
+        raise ImageError("path_refused", f"{path[:80]!r} cannot be resolved: {exc}") from exc
     if not target.is_relative_to(base):
         raise ImageError("path_refused", f"{path!r} is outside the image root")
     try:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -37,6 +38,14 @@ def _port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
@@ -158,9 +167,35 @@ class LocalBroker:
         deadline = time.monotonic() + timeout_s
         while _port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _port_open(self.port):
+        if _port_open(self.port) or _group_alive(pgid):  # a child that outlived the wrapper
             self._signal_group(pgid, signal.SIGKILL)
         self._proc = None
+
+    def serve(self, on_ready: Callable[[LocalBroker], None] = lambda _b: None) -> None:
+        """Run in the foreground until the broker exits or this process gets SIGTERM, SIGINT
+        or SIGHUP; then stop the broker's whole process group. (It runs in its own session,
+        so a signal to this process alone used to leave it running, holding the port.)"""
+
+        def _exit(signum: int, _frame: object) -> None:
+            raise SystemExit(128 + signum)
+
+        stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, _exit) for sig in stops}
+        try:
+            self.start()
+            on_ready(self)
+            while self.running:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for sig in stops:  # a second signal must not interrupt the stop
+                signal.signal(sig, signal.SIG_IGN)
+            try:
+                self.stop()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:

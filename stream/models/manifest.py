@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import orjson
@@ -22,6 +22,7 @@ __all__ = [
     "ImageEncoderSpec",
     "Manifest",
     "TextEncoderSpec",
+    "bundle_file",
     "read_manifest",
     "sha256_file",
     "verify_files",
@@ -98,6 +99,32 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _check_name(bundle_dir: Path, name: str) -> None:
+    """Refuse a listed name that is not a plain relative path inside the bundle."""
+    parts = PurePosixPath(name).parts
+    if (
+        not name
+        or "\x00" in name
+        or "\\" in name
+        or PurePosixPath(name).is_absolute()
+        or ".." in parts
+        or not parts
+    ):
+        raise BundleError(
+            f"bundle {bundle_dir}: manifest lists {name!r}, not a relative path inside the bundle"
+        )
+
+
+def bundle_file(bundle_dir: Path, name: str) -> Path:
+    """The path of a listed file, refused when it resolves outside the bundle (via a link)."""
+    _check_name(bundle_dir, name)
+    root = bundle_dir.resolve()
+    path = bundle_dir / name
+    if not path.resolve().is_relative_to(root):
+        raise BundleError(f"bundle {bundle_dir}: {name} resolves outside the bundle directory")
+    return path
+
+
 def read_manifest(bundle_dir: Path) -> Manifest:
     path = bundle_dir / "manifest.json"
     if not path.is_file():
@@ -106,9 +133,12 @@ def read_manifest(bundle_dir: Path) -> Manifest:
             "`crisis-stream models build` or `make models`"
         )
     try:
-        return Manifest.model_validate(orjson.loads(path.read_bytes()))
+        manifest = Manifest.model_validate(orjson.loads(path.read_bytes()))
     except (orjson.JSONDecodeError, ValidationError) as exc:
         raise BundleError(f"invalid manifest {path}: {exc}") from exc
+    for name in manifest.files:
+        _check_name(bundle_dir, name)
+    return manifest
 
 
 def verify_files(bundle_dir: Path, manifest: Manifest, only: set[str] | None = None) -> None:
@@ -116,7 +146,7 @@ def verify_files(bundle_dir: Path, manifest: Manifest, only: set[str] | None = N
     for name, expected in manifest.files.items():
         if only is not None and name not in only:
             continue
-        path = bundle_dir / name
+        path = bundle_file(bundle_dir, name)
         if not path.is_file():
             raise BundleIntegrityError(f"bundle {bundle_dir}: file {name} is missing")
         actual = sha256_file(path)

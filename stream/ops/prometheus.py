@@ -3,6 +3,8 @@ in tests without colliding). Names are prefixed ``crisis_``."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -78,6 +80,13 @@ class WorkerMetrics:
                 lag = p.get("consumer_lag", -1)
                 if pid != "-1" and lag >= 0:
                     self.lag.labels(topic=topic, partition=pid).set(lag)
+
+    def forget_partitions(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Remove the lag series of partitions this worker no longer owns (their new owner
+        reports them; a stale series would be counted twice in a sum)."""
+        for topic, partition in keys:
+            with contextlib.suppress(KeyError):
+                self.lag.remove(topic, str(partition))
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

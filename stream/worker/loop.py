@@ -297,6 +297,8 @@ class Worker:
         self._store()
         self.delivery.forget(revoked)
         self.tracker.forget(keys)
+        if self.metrics is not None:
+            self.metrics.forget_partitions(keys)
 
     def shutdown(self, flush_timeout_s: float = 30.0) -> None:
         """Label what is queued, wait for deliveries, store and commit, close."""
