@@ -37,6 +37,8 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -45,7 +47,7 @@ import faust
 from faust import web
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.tables.wrappers import WindowWrapper
-from faust.types import EventT, StreamT
+from faust.types import EventT, StreamT, TopicT
 from faust.types.tables import WindowWrapperT
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -78,9 +80,32 @@ def _query_int(request: web.Request, name: str, default: int | None) -> int | No
     return value
 
 
-def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faust.App:
-    """The faust app: source topic, two windowed tables, one agent, the web views."""
-    app = faust.App(
+@dataclass(frozen=True)
+class _Metrics:
+    rejected: Counter
+    counted: Counter
+    duplicates: Counter
+    fallbacks: Counter
+    last_event: Gauge
+
+
+@dataclass(frozen=True)
+class _Tables:
+    counts: WindowWrapperT
+    words: WindowWrapperT
+    seen: WindowWrapperT
+
+
+@dataclass
+class _Progress:
+    """What the count agent has seen since this process started."""
+
+    newest: float = 0.0
+    fallbacks: int = 0
+
+
+def _new_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faust.App:
+    return faust.App(
         config.app_id,
         broker=config.brokers(),
         store="memory://",
@@ -94,38 +119,59 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
         web_stats_enabled=False,
         web_graph_enabled=False,
     )
+
+
+def _metrics(app: faust.App) -> _Metrics:
+    """The app's Prometheus sensors and the aggregator's own metrics, in one registry."""
     registry = CollectorRegistry()
     setup_prometheus_sensors(app, registry=registry, name_prefix="crisis_aggregate")
-    rejected = Counter(
-        "crisis_aggregate_rejected",
-        "labelled records that failed validation",
-        ["kind"],
-        registry=registry,
+    return _Metrics(
+        rejected=Counter(
+            "crisis_aggregate_rejected",
+            "labelled records that failed validation",
+            ["kind"],
+            registry=registry,
+        ),
+        counted=Counter("crisis_aggregate_events", "labelled events counted", registry=registry),
+        duplicates=Counter(
+            "crisis_aggregate_duplicates",
+            "redelivered events skipped (same id)",
+            registry=registry,
+        ),
+        fallbacks=Counter(
+            "crisis_aggregate_event_time_fallbacks",
+            "events whose created_at was further than max_skew_s from the record timestamp "
+            "(counted at the record timestamp instead)",
+            registry=registry,
+        ),
+        last_event=Gauge(
+            "crisis_aggregate_last_event_time_seconds",
+            "event time of the newest counted event",
+            registry=registry,
+        ),
     )
-    counted = Counter("crisis_aggregate_events", "labelled events counted", registry=registry)
-    duplicates = Counter(
-        "crisis_aggregate_duplicates", "redelivered events skipped (same id)", registry=registry
-    )
-    fallbacks = Counter(
-        "crisis_aggregate_event_time_fallbacks",
-        "events whose created_at was further than max_skew_s from the record timestamp "
-        "(counted at the record timestamp instead)",
-        registry=registry,
-    )
-    last_event = Gauge(
-        "crisis_aggregate_last_event_time_seconds",
-        "event time of the newest counted event",
-        registry=registry,
-    )
+
+
+def _event_clock(max_skew_s: float) -> Callable[[EventT[Any] | None], float]:
+    """The windows' clock: a labelled event's time (see ``window_time``), else the record's."""
 
     def timestamp(event: EventT[Any] | None) -> float:
         if event is None:
             raise RuntimeError("table access outside stream iteration")
         value = event.value
         if isinstance(value, LabeledEvent):
-            return window_time(value, event.message.timestamp, config.max_skew_s)[0]
+            return window_time(value, event.message.timestamp, max_skew_s)[0]
         return float(event.message.timestamp)
 
+    return timestamp
+
+
+def _tables(
+    app: faust.App,
+    config: AggregatorConfig,
+    partitions: int,
+    timestamp: Callable[[EventT[Any] | None], float],
+) -> _Tables:
     window = timedelta(seconds=config.window_s)
     expires = timedelta(seconds=config.expires_s)
 
@@ -133,24 +179,15 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
         table = app.Table(name, default=int, partitions=partitions, help=doc)
         return cast(WindowWrapper, table.tumbling(window, expires=expires)).relative_to(timestamp)
 
-    counts = windowed("counts", "events per (event, task, label) per window")
-    words = windowed("words", "events per (event, task, label, rationale word) per window")
-    seen = windowed("seen", "event ids counted per window (de-duplication)")
-    codec = LabeledEventCodec()
-
-    newest = 0.0
-    fallback_count = 0
-    source = app.topic(config.topic, value_serializer=codec)
-    # Every table key starts with the event name, so re-keying by event name makes each key
-    # updated from exactly one partition, which faust's per-partition changelogs (and their
-    # recovery) require. Done by hand, not with group_by(), so bad records stop here.
-    by_event = app.topic(
-        f"{config.app_id}-by-event",
-        internal=True,
-        partitions=partitions,
-        value_serializer=codec,
-        key_serializer="raw",
+    return _Tables(
+        counts=windowed("counts", "events per (event, task, label) per window"),
+        words=windowed("words", "events per (event, task, label, rationale word) per window"),
+        seen=windowed("seen", "event ids counted per window (de-duplication)"),
     )
+
+
+def _add_router(app: faust.App, source: TopicT, by_event: TopicT, metrics: _Metrics) -> None:
+    """The ``route`` agent: drops invalid records, forwards the rest keyed by event name."""
 
     @app.agent(source, name="route")
     async def route(stream: StreamT[LabeledEvent | Rejected]) -> None:
@@ -163,15 +200,27 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
                     msg.offset,
                     value.detail,
                 )
-                rejected.labels(kind=value.kind).inc()
+                metrics.rejected.labels(kind=value.kind).inc()
                 continue
             # forward() re-sends the original bytes; faust publishes it before it commits
             # this record's offset (at-least-once).
             await event.forward(by_event, key=event_name(value).encode(), timestamp=msg.timestamp)
 
+
+def _add_counter(
+    app: faust.App,
+    by_event: TopicT,
+    config: AggregatorConfig,
+    tables: _Tables,
+    metrics: _Metrics,
+    progress: _Progress,
+    timestamp: Callable[[EventT[Any] | None], float],
+) -> None:
+    """The ``count`` agent: updates the tables once per event id."""
+    counts, words, seen = tables.counts, tables.words, tables.seen
+
     @app.agent(by_event, name="count")
     async def count(stream: StreamT[LabeledEvent]) -> None:
-        nonlocal newest, fallback_count
         async for value in stream:
             # Updates happen during iteration (never in stream.take() batches), so faust ties
             # them to this record's offset.
@@ -179,34 +228,40 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
             if seen_key in seen:
                 # A redelivery: the worker republished it (at-least-once) or faust re-read it
                 # after a restart. Each event id counts once per window.
-                duplicates.inc()
+                metrics.duplicates.inc()
                 continue
             seen[seen_key] = 1
             for key in count_keys(value):
                 counts[key] += 1
             for key in word_keys(value):
                 words[key] += 1
-            counted.inc()
+            metrics.counted.inc()
             current = stream.current_event
             record_ts = current.message.timestamp if current is not None else None
             if window_time(value, record_ts, config.max_skew_s)[1]:
-                fallbacks.inc()
-                fallback_count += 1
+                metrics.fallbacks.inc()
+                progress.fallbacks += 1
             ts = timestamp(stream.current_event)
-            if ts > newest:
-                newest = ts
-                last_event.set(ts)
+            if ts > progress.newest:
+                progress.newest = ts
+                metrics.last_event.set(ts)
+
+
+def _add_views(
+    app: faust.App, config: AggregatorConfig, tables: _Tables, progress: _Progress
+) -> None:
+    """The web views: ``/counts/``, ``/words/``, the analysts' page and ``/healthz``."""
 
     def counts_now(limit: int) -> dict[str, Any]:
         payload = counts_payload(
-            counts.table.data.items(), config.window_s, config.expires_s, time.time(), limit
+            tables.counts.table.data.items(), config.window_s, config.expires_s, time.time(), limit
         )
         payload["max_skew_s"] = config.max_skew_s
-        payload["event_time_fallbacks"] = fallback_count  # since this process started
+        payload["event_time_fallbacks"] = progress.fallbacks  # since this process started
         return payload
 
     def words_now(windows: int | None, event: str | None = None) -> dict[str, Any]:
-        return words_payload(words.table.data.items(), windows, config.top_words, event)
+        return words_payload(tables.words.table.data.items(), windows, config.top_words, event)
 
     @app.page("/counts/")
     async def counts_view(self: web.View, request: web.Request) -> web.Response:
@@ -237,6 +292,29 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
     async def health_view(self: web.View, request: web.Request) -> web.Response:
         return self.text("ok\n")
 
+
+def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faust.App:
+    """The faust app: source topic, two windowed tables, one agent, the web views."""
+    app = _new_app(config, partitions, data_dir)
+    metrics = _metrics(app)
+    timestamp = _event_clock(config.max_skew_s)
+    tables = _tables(app, config, partitions, timestamp)
+    codec = LabeledEventCodec()
+    progress = _Progress()
+    source = app.topic(config.topic, value_serializer=codec)
+    # Every table key starts with the event name, so re-keying by event name makes each key
+    # updated from exactly one partition, which faust's per-partition changelogs (and their
+    # recovery) require. Done by hand, not with group_by(), so bad records stop here.
+    by_event = app.topic(
+        f"{config.app_id}-by-event",
+        internal=True,
+        partitions=partitions,
+        value_serializer=codec,
+        key_serializer="raw",
+    )
+    _add_router(app, source, by_event, metrics)
+    _add_counter(app, by_event, config, tables, metrics, progress, timestamp)
+    _add_views(app, config, tables, progress)
     return app
 
 
