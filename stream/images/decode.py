@@ -81,6 +81,71 @@ class OpenedImage:
     format: str
 
 
+def _read_header(data: bytes, max_bytes: int) -> Image.Image:
+    """The image with only its header parsed; refuses oversized, empty or unknown input."""
+    if len(data) > max_bytes:
+        raise ImageError("too_large", f"{len(data)} bytes exceeds the {max_bytes} byte limit")
+    if not data:
+        raise ImageError("empty", "no image bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too_many_pixels", str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("unsupported_format", "not a JPEG, PNG, WebP or GIF image") from exc
+    except Exception as exc:  # header parsers raise many types on hostile input
+        reason = f"unreadable image header: {type(exc).__name__}: {exc}"
+        raise ImageError("corrupt", reason) from exc
+
+
+def _check_pixels(src: Image.Image, fmt: str, max_pixels: int, batch_left: int | None) -> None:
+    """Refuses, from the header's size, an image too large to decode (alone or in the batch)."""
+    width, height = src.size
+    if width <= 0 or height <= 0:
+        raise ImageError("corrupt", f"invalid size {width}x{height}")
+    limit = max_pixels // _cost(fmt, src)
+    if width * height > limit:
+        raise ImageError(
+            "too_many_pixels",
+            f"{width}x{height} = {width * height} pixels exceeds the {limit} pixel limit"
+            + (f" for {fmt}" if limit != max_pixels else ""),
+        )
+    if batch_left is not None and width * height > batch_left:
+        raise ImageError(
+            "batch_pixel_budget",
+            f"{width}x{height} exceeds the {max(batch_left, 0)} pixels left to decode in this "
+            "batch (CRISIS_IMAGE_BATCH_MAX_PIXELS)",
+        )
+
+
+def _working_mode(img: Image.Image) -> Image.Image:
+    """RGB, RGBA, L or LA: these resize well as they are; other modes are converted."""
+    if img.mode in ("RGB", "RGBA", "L", "LA"):
+        return img
+    has_alpha = img.mode in _ALPHA_MODES or "transparency" in img.info
+    return img.convert("RGBA" if has_alpha else "RGB")
+
+
+def _decode(src: Image.Image, fmt: str, draft: int | None) -> tuple[Image.Image, int]:
+    """The decoded, upright first frame and the EXIF orientation it was rotated from."""
+    try:
+        orientation = src.getexif().get(0x0112, 1)
+        if draft and fmt == "JPEG":
+            src.draft("RGB", (draft, draft))
+        src.load()  # first frame only for GIF/WebP/APNG
+        img: Image.Image = src
+        if orientation in range(2, 9):  # exif_transpose() would copy even when not rotating
+            img = ImageOps.exif_transpose(src) or src
+        return _working_mode(img), orientation
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too_many_pixels", str(exc)) from exc
+    except Exception as exc:  # decoders raise many types on hostile input; none may escape
+        kind = "truncated" if "truncated" in str(exc) else "corrupt"
+        raise ImageError(kind, f"cannot decode {fmt}: {type(exc).__name__}: {exc}") from exc
+
+
 def open_image(
     data: bytes,
     max_pixels: int,
@@ -95,54 +160,11 @@ def open_image(
     at least ``draft`` pixels on each side (much faster, same model input). ``batch_left``:
     the pixels the batch may still decode; a larger image is refused from its header.
     """
-    if len(data) > max_bytes:
-        raise ImageError("too_large", f"{len(data)} bytes exceeds the {max_bytes} byte limit")
-    if not data:
-        raise ImageError("empty", "no image bytes")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            src = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError as exc:
-        raise ImageError("too_many_pixels", str(exc)) from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError("unsupported_format", "not a JPEG, PNG, WebP or GIF image") from exc
-    except Exception as exc:  # header parsers raise many types on hostile input
-        reason = f"unreadable image header: {type(exc).__name__}: {exc}"
-        raise ImageError("corrupt", reason) from exc
-    width, height = src.size
-    if width <= 0 or height <= 0:
-        raise ImageError("corrupt", f"invalid size {width}x{height}")
+    src = _read_header(data, max_bytes)
     fmt = src.format or "unknown"
-    limit = max_pixels // _cost(fmt, src)
-    if width * height > limit:
-        raise ImageError(
-            "too_many_pixels",
-            f"{width}x{height} = {width * height} pixels exceeds the {limit} pixel limit"
-            + (f" for {fmt}" if limit != max_pixels else ""),
-        )
-    if batch_left is not None and width * height > batch_left:
-        raise ImageError(
-            "batch_pixel_budget",
-            f"{width}x{height} exceeds the {max(batch_left, 0)} pixels left to decode in this "
-            "batch (CRISIS_IMAGE_BATCH_MAX_PIXELS)",
-        )
-    try:
-        orientation = src.getexif().get(0x0112, 1)
-        if draft and fmt == "JPEG":
-            src.draft("RGB", (draft, draft))
-        src.load()  # first frame only for GIF/WebP/APNG
-        img: Image.Image = src
-        if orientation in range(2, 9):  # exif_transpose() would copy even when not rotating
-            img = ImageOps.exif_transpose(src) or src
-        if img.mode not in ("RGB", "RGBA", "L", "LA"):  # these resize well as they are
-            has_alpha = img.mode in _ALPHA_MODES or "transparency" in img.info
-            img = img.convert("RGBA" if has_alpha else "RGB")
-    except Image.DecompressionBombError as exc:
-        raise ImageError("too_many_pixels", str(exc)) from exc
-    except Exception as exc:  # decoders raise many types on hostile input; none may escape
-        kind = "truncated" if "truncated" in str(exc) else "corrupt"
-        raise ImageError(kind, f"cannot decode {fmt}: {type(exc).__name__}: {exc}") from exc
+    _check_pixels(src, fmt, max_pixels, batch_left)
+    width, height = src.size
+    img, orientation = _decode(src, fmt, draft)
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: displayed size is transposed
         width, height = height, width
     return OpenedImage(img, width, height, fmt)

@@ -157,47 +157,66 @@ def _split(url: str) -> tuple[SplitResult, str, int]:
     return parts, host, port or (443 if scheme == "https" else 80)
 
 
+def _time_left(deadline: float, policy: FetchPolicy) -> float:
+    """Seconds until ``deadline``; a fetch past it has timed out."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ImageError("fetch_failed", f"timed out after {policy.timeout_s}s")
+    return remaining
+
+
+def _request_path(parts: SplitResult) -> str:
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return path
+
+
+def _read_body(
+    conn: http.client.HTTPConnection,
+    resp: http.client.HTTPResponse,
+    policy: FetchPolicy,
+    deadline: float,
+) -> bytes:
+    """The response body, read within the deadline and at most ``policy.max_bytes`` long."""
+    length = resp.getheader("Content-Length")
+    if length and length.isdigit() and int(length) > policy.max_bytes:
+        raise ImageError(
+            "too_large", f"Content-Length {length} exceeds the {policy.max_bytes} byte limit"
+        )
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        remaining = _time_left(deadline, policy)
+        if conn.sock is not None:
+            conn.sock.settimeout(remaining)
+        chunk = resp.read1(65536)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > policy.max_bytes:
+            raise ImageError("too_large", f"response exceeds the {policy.max_bytes} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _get(url: str, policy: FetchPolicy, deadline: float) -> tuple[int, str | None, bytes]:
     parts, host, port = _split(url)
     if not host_allowed(host, policy.allow_hosts):
         raise ImageError("fetch_refused", f"host {host} is not in CRISIS_IMAGE_FETCH_ALLOW_HOSTS")
     ip = _resolve(host, port, policy.allow_private)
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise ImageError("fetch_failed", f"timed out after {policy.timeout_s}s")
+    remaining = _time_left(deadline, policy)
     conn_type = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
     conn = conn_type(host, port, ip, remaining)
     try:
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        conn.request("GET", path, headers={"User-Agent": "crisis-stream", "Accept": "image/*"})
+        headers = {"User-Agent": "crisis-stream", "Accept": "image/*"}
+        conn.request("GET", _request_path(parts), headers=headers)
         resp = conn.getresponse()
         if resp.status in _REDIRECTS:
             return resp.status, resp.getheader("Location"), b""
         if resp.status != 200:
             raise ImageError("fetch_failed", f"HTTP {resp.status} from {host}")
-        length = resp.getheader("Content-Length")
-        if length and length.isdigit() and int(length) > policy.max_bytes:
-            raise ImageError(
-                "too_large", f"Content-Length {length} exceeds the {policy.max_bytes} byte limit"
-            )
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ImageError("fetch_failed", f"timed out after {policy.timeout_s}s")
-            if conn.sock is not None:
-                conn.sock.settimeout(remaining)
-            chunk = resp.read1(65536)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > policy.max_bytes:
-                raise ImageError("too_large", f"response exceeds the {policy.max_bytes} byte limit")
-            chunks.append(chunk)
-        return 200, None, b"".join(chunks)
+        return 200, None, _read_body(conn, resp, policy, deadline)
     except (OSError, http.client.HTTPException, UnicodeError, ValueError) as exc:
         raise ImageError("fetch_failed", f"{host}: {exc or type(exc).__name__}") from exc
     finally:
