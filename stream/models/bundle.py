@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,91 @@ class Bundle:
         }
 
 
+def _self_check(spec: TextEncoderSpec, prec: str) -> dict[str, Any] | None:
+    """The int8 self-check the manifest asks for, when the int8 encoder is served."""
+    check = (spec.model_extra or {}).get("self_check")
+    return check if check and prec == "int8" else None
+
+
+def _needed_files(
+    bundle_dir: Path, manifest: Manifest, prec: str, precision: str | None
+) -> tuple[set[str], str]:
+    """The files serving needs at text precision ``prec``, and the image encoder's precision."""
+    spec = manifest.text_encoder
+    needed = {spec.files[prec], spec.tokenizer, *(h.file for h in manifest.heads)}
+    hybrid = [h.task for h in manifest.heads if h.lexical]
+    check = _self_check(spec, prec)
+    if check:
+        needed.add(check["file"])
+    if hybrid:
+        if manifest.lexicon is None:
+            raise BundleError(f"bundle {bundle_dir}: hybrid heads {hybrid} but no lexicon file")
+        needed.add(manifest.lexicon)
+    ispec, iprec = manifest.image_encoder, ""
+    if ispec is not None:  # optional image side: same integrity rules
+        iprec = precision if precision in ispec.files else ispec.precision
+        if iprec not in ispec.files:
+            raise BundleError(f"bundle {bundle_dir} has no {iprec} image encoder")
+        needed |= {ispec.files[iprec], ispec.concepts, *(h.file for h in ispec.heads)}
+    return needed, iprec
+
+
+def _verify_needed(bundle_dir: Path, manifest: Manifest, needed: set[str]) -> None:
+    unlisted = needed - set(manifest.files)
+    if unlisted:
+        raise BundleIntegrityError(f"bundle {bundle_dir}: files without a hash: {sorted(unlisted)}")
+    verify_files(bundle_dir, manifest, needed)
+
+
+def _checked_encoder(
+    bundle_dir: Path,
+    manifest: Manifest,
+    prec: str,
+    precision: str | None,
+    text_encoder: Callable[[str], TextEncoder],
+) -> tuple[TextEncoder, str, SelfCheck | None]:
+    """The text encoder, its precision and the int8 self-check's result when one ran.
+
+    An int8 encoder that fails the check is replaced by the fp32 one, unless int8 was asked
+    for or the bundle has no fp32 encoder.
+    """
+    spec = manifest.text_encoder
+    encoder = text_encoder(prec)
+    check = _self_check(spec, prec)
+    if not check:
+        return encoder, prec, None
+    checked = run_check(encoder, bundle_dir / check["file"], float(check["bar"]))
+    if checked.passed:
+        return encoder, prec, checked
+    why = (
+        f"bundle {bundle_dir}: its int8 text encoder disagrees with the fp32 reference on "
+        f"this CPU (min cosine {checked.min_cosine} < {checked.bar}; int8 kernels differ "
+        "by instruction set)"
+    )
+    if precision == "int8" or "fp32" not in spec.files:
+        raise BundleError(f"{why}; serve fp32 or rebuild the bundle on this CPU kind")
+    log.warning("%s: serving the fp32 encoder instead", why)
+    prec = "fp32"
+    if spec.files[prec] not in manifest.files:
+        raise BundleIntegrityError(f"bundle {bundle_dir}: {spec.files[prec]} has no hash")
+    verify_files(bundle_dir, manifest, {spec.files[prec]})
+    return text_encoder(prec), prec, checked
+
+
+def _heads(bundle_dir: Path, manifest: Manifest, lexicon: Lexicon | None) -> list[LinearHead]:
+    return [
+        LinearHead.from_npz(
+            bundle_dir / h.file,
+            h.task,
+            h.labels,
+            h.temperature,
+            h.review_threshold,
+            lexicon if h.lexical else None,
+        )
+        for h in manifest.heads
+    ]
+
+
 def load_bundle(
     bundle_dir: Path,
     precision: str | None = None,
@@ -91,25 +177,8 @@ def load_bundle(
         raise BundleError(
             f"bundle {bundle_dir} has no {prec} text encoder (has {list(spec.files)})"
         )
-    needed = {spec.files[prec], spec.tokenizer, *(h.file for h in manifest.heads)}
-    hybrid = [h.task for h in manifest.heads if h.lexical]
-    check = (spec.model_extra or {}).get("self_check")
-    if check and prec == "int8":
-        needed.add(check["file"])
-    if hybrid:
-        if manifest.lexicon is None:
-            raise BundleError(f"bundle {bundle_dir}: hybrid heads {hybrid} but no lexicon file")
-        needed.add(manifest.lexicon)
-    ispec, iprec = manifest.image_encoder, ""
-    if ispec is not None:  # optional image side: same integrity rules
-        iprec = precision if precision in ispec.files else ispec.precision
-        if iprec not in ispec.files:
-            raise BundleError(f"bundle {bundle_dir} has no {iprec} image encoder")
-        needed |= {ispec.files[iprec], ispec.concepts, *(h.file for h in ispec.heads)}
-    unlisted = needed - set(manifest.files)
-    if unlisted:
-        raise BundleIntegrityError(f"bundle {bundle_dir}: files without a hash: {sorted(unlisted)}")
-    verify_files(bundle_dir, manifest, needed)
+    needed, iprec = _needed_files(bundle_dir, manifest, prec, precision)
+    _verify_needed(bundle_dir, manifest, needed)
 
     def text_encoder(prec: str) -> TextEncoder:
         return TextEncoder(
@@ -122,38 +191,12 @@ def load_bundle(
             cache_size,
         )
 
-    encoder = text_encoder(prec)
-    checked = None
-    if check and prec == "int8":
-        checked = run_check(encoder, bundle_dir / check["file"], float(check["bar"]))
-        if not checked.passed:
-            why = (
-                f"bundle {bundle_dir}: its int8 text encoder disagrees with the fp32 reference on "
-                f"this CPU (min cosine {checked.min_cosine} < {checked.bar}; int8 kernels differ "
-                "by instruction set)"
-            )
-            if precision == "int8" or "fp32" not in spec.files:
-                raise BundleError(f"{why}; serve fp32 or rebuild the bundle on this CPU kind")
-            log.warning("%s: serving the fp32 encoder instead", why)
-            prec = "fp32"
-            if spec.files[prec] not in manifest.files:
-                raise BundleIntegrityError(f"bundle {bundle_dir}: {spec.files[prec]} has no hash")
-            verify_files(bundle_dir, manifest, {spec.files[prec]})
-            encoder = text_encoder(prec)
+    encoder, prec, checked = _checked_encoder(bundle_dir, manifest, prec, precision, text_encoder)
+    hybrid = any(h.lexical for h in manifest.heads)
     lexicon = Lexicon.load(bundle_dir / manifest.lexicon) if hybrid and manifest.lexicon else None
-    heads = [
-        LinearHead.from_npz(
-            bundle_dir / h.file,
-            h.task,
-            h.labels,
-            h.temperature,
-            h.review_threshold,
-            lexicon if h.lexical else None,
-        )
-        for h in manifest.heads
-    ]
+    heads = _heads(bundle_dir, manifest, lexicon)
     image = None
-    if ispec is not None:
-        image = ImageModel.load(bundle_dir, ispec, iprec, threads, batch_size)
+    if manifest.image_encoder is not None:
+        image = ImageModel.load(bundle_dir, manifest.image_encoder, iprec, threads, batch_size)
     digest = hashlib.sha256(orjson.dumps(manifest.files, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return Bundle(bundle_dir, manifest, prec, encoder, heads, digest, image, lexicon, checked)
