@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from stream.errors import ConfigError
 from stream.schemas import Origin
@@ -86,6 +86,17 @@ class PartitionRange:
     @property
     def done(self) -> bool:
         return self.position >= self.end
+
+
+def _is_data(msg: Message) -> bool:
+    """Whether the message is a record; a consumer error (other than a partition's end) is
+    logged."""
+    err = msg.error()
+    if err is None:
+        return True
+    if err.code() != KafkaError._PARTITION_EOF:
+        log.warning("replay consumer error: %s", err)
+    return False
 
 
 class ReplaySource(Source):
@@ -201,48 +212,55 @@ class ReplaySource(Source):
         out: list[Record] = []
         finished: list[PartitionRange] = []
         for msg in self._consumer.consume(max_records, timeout_s):
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("replay consumer error: %s", err)
-                continue
-            part, offset = msg.partition(), msg.offset()
-            if part is None or offset is None or part not in self.ranges:
-                continue
-            r = self.ranges[part]
-            if r.done or offset >= r.end:
-                r.position = max(r.position, r.end)
-                finished.append(r)
-                continue
-            r.position = offset + 1
-            ts_type, ts = msg.timestamp()
-            stamp = ts if ts_type else None
-            if not self._in_window(stamp):
-                self.skipped_out_of_window += 1
-                continue
-            origin = Origin(topic=self.topic, partition=part, offset=offset, timestamp=stamp)
-            out.append(Record(msg.value(), msg.key(), origin))
-            if r.done:
-                finished.append(r)
-        now = time.monotonic()
-        if out or finished:
-            self._last_data = now
-        else:
-            finished += self._catch_up_by_position()
-            if self._paused or finished:
-                self._last_data = now
-            elif now - self._last_data > self.idle_timeout_s:
-                self._timed_out = True
-                log.warning(
-                    "replay of %s idle for %.0fs with %d of %d offsets read; stopping",
-                    self.topic,
-                    self.idle_timeout_s,
-                    self.consumed,
-                    self.total,
-                )
+            if _is_data(msg):
+                self._take(msg, out, finished)
+        finished += self._after_poll(bool(out or finished))
         if finished:
             self._consumer.pause([TopicPartition(self.topic, r.partition) for r in finished])
         return out
+
+    def _take(self, msg: Message, out: list[Record], finished: list[PartitionRange]) -> None:
+        """Adds the message to ``out`` when it is in range, and its partition to ``finished``
+        when it completes the range."""
+        part, offset = msg.partition(), msg.offset()
+        if part is None or offset is None or part not in self.ranges:
+            return
+        r = self.ranges[part]
+        if r.done or offset >= r.end:
+            r.position = max(r.position, r.end)
+            finished.append(r)
+            return
+        r.position = offset + 1
+        ts_type, ts = msg.timestamp()
+        stamp = ts if ts_type else None
+        if not self._in_window(stamp):
+            self.skipped_out_of_window += 1
+            return
+        origin = Origin(topic=self.topic, partition=part, offset=offset, timestamp=stamp)
+        out.append(Record(msg.value(), msg.key(), origin))
+        if r.done:
+            finished.append(r)
+
+    def _after_poll(self, got_data: bool) -> list[PartitionRange]:
+        """Partitions found finished by their position; notes activity, or stops a replay idle
+        for longer than ``idle_timeout_s``."""
+        now = time.monotonic()
+        if got_data:
+            self._last_data = now
+            return []
+        finished = self._catch_up_by_position()
+        if self._paused or finished:
+            self._last_data = now
+        elif now - self._last_data > self.idle_timeout_s:
+            self._timed_out = True
+            log.warning(
+                "replay of %s idle for %.0fs with %d of %d offsets read; stopping",
+                self.topic,
+                self.idle_timeout_s,
+                self.consumed,
+                self.total,
+            )
+        return finished
 
     def _catch_up_by_position(self) -> list[PartitionRange]:
         """Partitions whose fetch position passed the end without a record at ``end - 1``
