@@ -96,6 +96,56 @@ def _label_all(clf: Classifier, events: list[InputEvent], offsets: list[int]) ->
     return out
 
 
+def _keep_fields(fields: str | None) -> list[str] | None:
+    """The ``--fields`` list, checked against the labelled event's fields; None keeps all."""
+    if not fields:
+        return None
+    keep = [f.strip() for f in fields.split(",") if f.strip()]
+    unknown = [f for f in keep if f not in LabeledEvent.model_fields]
+    if unknown or not keep:
+        raise click.BadParameter(
+            f"unknown field(s) {unknown}; fields: {', '.join(LabeledEvent.model_fields)}",
+            param_hint="--fields",
+        )
+    return keep
+
+
+def _label_chunk(clf: Classifier, chunk: list[bytes], index: int, max_bytes: int) -> list[Any]:
+    """One result per line of ``chunk`` (its first line is line ``index``), in order: a
+    ``LabeledEvent``, or an error object for a line that could not be labelled."""
+    lines: list[Any] = [None] * len(chunk)
+    events: list[InputEvent] = []
+    where: list[int] = []
+    for j, raw in enumerate(chunk):
+        offset = index + j
+        try:
+            events.append(_parse(clf, raw, offset, max_bytes))
+            where.append(j)
+        except InvalidEvent as exc:
+            origin = Origin(topic=clf.source, partition=0, offset=offset)
+            lines[j] = _error(raw, exc.kind, exc.message, origin)
+    labelled = _label_all(clf, events, [index + j for j in where]) if events else []
+    for j, result in zip(where, labelled, strict=True):
+        lines[j] = result
+    return lines
+
+
+def _write_lines(out: IO[bytes], lines: list[Any], keep: list[str] | None) -> int:
+    """Writes one JSON line per result (labelled events cut to ``keep``); returns the number
+    of error lines."""
+    errors = 0
+    for result in lines:
+        if isinstance(result, LabeledEvent):
+            doc = result.model_dump(mode="json")
+            if keep is not None:
+                doc = {k: doc[k] for k in keep}
+        else:
+            errors += 1
+            doc = result
+        out.write(orjson.dumps(doc) + b"\n")
+    return errors
+
+
 @click.command("label")
 @click.option(
     "--bundle",
@@ -139,15 +189,7 @@ def label(
     from stream.ops.logs import configure
     from stream.settings import Settings
 
-    keep: list[str] | None = None
-    if fields:
-        keep = [f.strip() for f in fields.split(",") if f.strip()]
-        unknown = [f for f in keep if f not in LabeledEvent.model_fields]
-        if unknown or not keep:
-            raise click.BadParameter(
-                f"unknown field(s) {unknown}; fields: {', '.join(LabeledEvent.model_fields)}",
-                param_hint="--fields",
-            )
+    keep = _keep_fields(fields)
     configure("INFO" if verbose else "WARNING")
     settings = Settings()
     clf = Classifier.load(
@@ -157,29 +199,8 @@ def label(
     errors = index = 0
     try:
         for chunk in _chunks(sys.stdin.buffer, clf.batch_size * CHUNK_BATCHES):
-            lines: list[Any] = [None] * len(chunk)
-            events: list[InputEvent] = []
-            where: list[int] = []
-            for j, raw in enumerate(chunk):
-                offset = index + j
-                try:
-                    events.append(_parse(clf, raw, offset, settings.max_record_bytes))
-                    where.append(j)
-                except InvalidEvent as exc:
-                    origin = Origin(topic=clf.source, partition=0, offset=offset)
-                    lines[j] = _error(raw, exc.kind, exc.message, origin)
-            labelled = _label_all(clf, events, [index + j for j in where]) if events else []
-            for j, result in zip(where, labelled, strict=True):
-                lines[j] = result
-            for result in lines:
-                if isinstance(result, LabeledEvent):
-                    doc = result.model_dump(mode="json")
-                    if keep is not None:
-                        doc = {k: doc[k] for k in keep}
-                else:
-                    errors += 1
-                    doc = result
-                out.write(orjson.dumps(doc) + b"\n")
+            lines = _label_chunk(clf, chunk, index, settings.max_record_bytes)
+            errors += _write_lines(out, lines, keep)
             out.flush()
             index += len(chunk)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
