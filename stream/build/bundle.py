@@ -41,7 +41,8 @@ from stream.data.corpus import load_corpus
 from stream.data.crisismmd import SPLITS, load_split
 from stream.errors import BundleError
 from stream.models import selfcheck
-from stream.models.bundle import load_bundle, sha256_file
+from stream.models.bundle import Bundle, load_bundle, sha256_file
+from stream.models.lexicon import Lexicon
 from stream.models.links import LINK_PATTERN
 from stream.models.numeric import cosine_stats
 
@@ -261,6 +262,121 @@ def _replace(stage: Path, out_dir: Path) -> None:
     _remove(old)
 
 
+def _resolve_options(
+    encoder: str, drop_links: bool | None, finetune: bool | None
+) -> tuple[EncoderChoice, bool, bool]:
+    """The encoder choice, and whether to drop links and to fine-tune (defaults applied)."""
+    if encoder not in ENCODERS:
+        raise BundleError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    choice = ENCODERS[encoder]
+    if drop_links is None:
+        drop_links = choice.drop_links
+    if finetune is None:
+        env = os.environ.get(FINETUNE_ENV)
+        finetune = choice.finetune_by_default if env is None else env != "0"
+    return choice, drop_links, finetune
+
+
+def _work_tokenizer(work_dir: Path, source: Path, drop_links: bool) -> Path:
+    """The source model's tokenizer in ``work_dir``, rewritten to drop links if asked."""
+    tokenizer = work_dir / TOKENIZER
+    if drop_links:
+        export.write_tokenizer(tokenizer, source / TOKENIZER)
+    else:
+        shutil.copyfile(source / TOKENIZER, tokenizer)
+    return tokenizer
+
+
+def _text_section(
+    stage: Path,
+    data_dir: Path | None,
+    progress: Progress,
+    tokenizer: Path,
+    source: Path,
+    tuned: finetune_mod.FinetuneResult | None,
+    choice: EncoderChoice,
+    activations: export.Activations,
+    drop_links: bool,
+) -> dict[str, Any]:
+    """Exports the (fine-tuned) text encoder into ``stage``; its manifest section."""
+    section = _encoder_section(
+        stage,
+        *_check_texts(data_dir),
+        progress,
+        tokenizer,
+        tuned.model_dir if tuned else source,
+        choice.model_id,
+        _calibration_texts(data_dir),
+        export.candidates_for(activations),
+    )
+    if drop_links:
+        section["preprocessing"] = f"links ({LINK_PATTERN}) removed by the tokenizer"
+    if tuned is not None:
+        section["fine_tuning"] = tuned.manifest
+    return section
+
+
+def _fit_heads(
+    data_dir: Path | None,
+    heads: HeadsFrom,
+    choice: EncoderChoice,
+    stage: Path,
+    onnx_file: Path,
+    progress: Progress,
+    tuned: finetune_mod.FinetuneResult | None,
+) -> tuple[list[train.HeadResult], Lexicon | None, Any]:
+    """The heads, the lexicon of hybrid heads, and the manifest's note on the data."""
+    if data_dir is not None and heads == "corpus":
+        corpus = load_corpus(data_dir.parent, CORPUS_SOURCES)
+        data_note = training_summary(corpus)
+        head_list, lexicon = corpus_heads(
+            corpus, data_dir, onnx_file, stage / FP32, stage / TOKENIZER, progress
+        )
+        return head_list, lexicon, data_note
+    if data_dir is not None:
+        baseline_tokenizer = None
+        if choice.key != "minilm":
+            baseline_tokenizer = export.source_model_dir() / TOKENIZER
+        head_list, lexicon = trained_heads(
+            data_dir,
+            onnx_file,
+            stage / FP32,
+            stage / TOKENIZER,
+            progress,
+            tuned.heads if tuned else None,
+            baseline_tokenizer,
+        )
+        return head_list, lexicon, DATA_NOTE
+    head_list = zero_shot_heads(onnx_file, stage / TOKENIZER)
+    progress("no CrisisMMD data: zero-shot heads from label descriptions")
+    return head_list, None, None
+
+
+def _save_heads(stage: Path, head_list: list[train.HeadResult], lexicon: Lexicon | None) -> None:
+    for head in head_list:
+        train.save_head(stage / f"head_{head.task}.npz", head.weight, head.bias, head.lexical)
+    if lexicon is not None and any(h.lexical is not None for h in head_list):
+        lexicon.save(stage / LEXICON)
+
+
+def _add_image_side(
+    stage: Path,
+    manifest: dict[str, Any],
+    bundle: Bundle,
+    progress: Progress,
+    data_dir: Path | None,
+) -> None:
+    """Builds the image side into ``stage`` and adds it to the manifest (checked on load)."""
+    from stream.build.image_assets import build_image_assets
+
+    result = build_image_assets(
+        stage, bundle.encoder, bundle.heads, progress, data_dir, lexicon=bundle.lexicon
+    )
+    manifest["image_encoder"] = result["image_encoder"]
+    _write_manifest(stage, manifest)
+    load_bundle(stage)
+
+
 def build_bundle(
     out_dir: Path,
     data_dir: Path | None,
@@ -286,14 +402,7 @@ def build_bundle(
     own choice); ``encoder`` is a key of :data:`stream.build.encoders.ENCODERS`;
     ``activations``: which int8 candidates to try (:func:`stream.build.export.candidates_for`).
     """
-    if encoder not in ENCODERS:
-        raise BundleError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
-    choice = ENCODERS[encoder]
-    if drop_links is None:
-        drop_links = choice.drop_links
-    if finetune is None:
-        env = os.environ.get(FINETUNE_ENV)
-        finetune = choice.finetune_by_default if env is None else env != "0"
+    choice, drop_links, finetune = _resolve_options(encoder, drop_links, finetune)
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     stage = out_dir.with_name(f".{out_dir.name}.partial")
@@ -302,58 +411,18 @@ def build_bundle(
     work = tempfile.TemporaryDirectory(prefix="crisis-ft-")
     try:
         source = choice.locate()
-        tokenizer = Path(work.name) / TOKENIZER
-        if drop_links:
-            export.write_tokenizer(tokenizer, source / TOKENIZER)
-        else:
-            shutil.copyfile(source / TOKENIZER, tokenizer)
+        tokenizer = _work_tokenizer(Path(work.name), source, drop_links)
         tuned = None
         if data_dir is not None and finetune:
             tuned = _finetune(data_dir, Path(work.name), progress, tokenizer, choice)
-        section = _encoder_section(
-            stage,
-            *_check_texts(data_dir),
-            progress,
-            tokenizer,
-            tuned.model_dir if tuned else source,
-            choice.model_id,
-            _calibration_texts(data_dir),
-            export.candidates_for(activations),
+        section = _text_section(
+            stage, data_dir, progress, tokenizer, source, tuned, choice, activations, drop_links
         )
-        if drop_links:
-            section["preprocessing"] = f"links ({LINK_PATTERN}) removed by the tokenizer"
-        if tuned is not None:
-            section["fine_tuning"] = tuned.manifest
         onnx_file = stage / section["files"][section["precision"]]
-        lexicon = None
-        data_note: Any = None
-        if data_dir is not None and heads == "corpus":
-            corpus = load_corpus(data_dir.parent, CORPUS_SOURCES)
-            data_note = training_summary(corpus)
-            head_list, lexicon = corpus_heads(
-                corpus, data_dir, onnx_file, stage / FP32, stage / TOKENIZER, progress
-            )
-        elif data_dir is not None:
-            data_note = DATA_NOTE
-            baseline_tokenizer = None
-            if choice.key != "minilm":
-                baseline_tokenizer = export.source_model_dir() / TOKENIZER
-            head_list, lexicon = trained_heads(
-                data_dir,
-                onnx_file,
-                stage / FP32,
-                stage / TOKENIZER,
-                progress,
-                tuned.heads if tuned else None,
-                baseline_tokenizer,
-            )
-        else:
-            head_list = zero_shot_heads(onnx_file, stage / TOKENIZER)
-            progress("no CrisisMMD data: zero-shot heads from label descriptions")
-        for head in head_list:
-            train.save_head(stage / f"head_{head.task}.npz", head.weight, head.bias, head.lexical)
-        if lexicon is not None and any(h.lexical is not None for h in head_list):
-            lexicon.save(stage / LEXICON)
+        head_list, lexicon, data_note = _fit_heads(
+            data_dir, heads, choice, stage, onnx_file, progress, tuned
+        )
+        _save_heads(stage, head_list, lexicon)
         manifest: dict[str, Any] = {
             "format": 1,
             "name": choice.bundle_name,
@@ -374,14 +443,7 @@ def build_bundle(
         _write_manifest(stage, manifest)
         bundle = load_bundle(stage)  # the runtime's own checks: schema, hashes, shapes
         if image:
-            from stream.build.image_assets import build_image_assets
-
-            result = build_image_assets(
-                stage, bundle.encoder, bundle.heads, progress, data_dir, lexicon=bundle.lexicon
-            )
-            manifest["image_encoder"] = result["image_encoder"]
-            _write_manifest(stage, manifest)
-            load_bundle(stage)
+            _add_image_side(stage, manifest, bundle, progress, data_dir)
         manifest["build_seconds"] = round(time.perf_counter() - t0, 1)
         (stage / CARD).write_text(render_card(manifest), encoding="utf-8")
         _write_manifest(stage, manifest)
