@@ -121,30 +121,19 @@ def _pooled(torch: Any, bert: Any, ids: Any, mask: Any) -> Any:
     return torch.nn.functional.normalize(mean, dim=-1)
 
 
-def finetune(
-    train: dict[str, Sequence[CrisisRow]],
-    dev: dict[str, Sequence[CrisisRow]],
-    held_out: Sequence[CrisisRow],
-    labels: dict[str, list[str]],
-    source_dir: Path,
-    out_dir: Path,
-    progress: Progress,
-    config: FinetuneConfig | None = None,
-    tokenizer: Path | None = None,
-) -> FinetuneResult:
-    """Fine-tune the encoder in ``source_dir`` on ``train`` (per task), pick the epoch on
-    ``dev``, write it with its tokenizer (``tokenizer``, default the one in ``source_dir``) to
-    ``out_dir`` (a ``from_pretrained`` directory)."""
-    cfg = config or FinetuneConfig()
-    tokenizer = tokenizer or source_dir / "tokenizer.json"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def _import_training() -> tuple[Any, Any, Any]:
+    """torch, transformers and the ``tokenizers.Tokenizer`` class (the build extra)."""
     try:
         torch: Any = importlib.import_module("torch")
         transformers: Any = importlib.import_module("transformers")
         from tokenizers import Tokenizer
     except ImportError as exc:
         raise MissingExtraError(exc.name or "torch", "build") from exc
-    t0 = time.perf_counter()
+    return torch, transformers, Tokenizer
+
+
+def _make_deterministic(torch: Any, transformers: Any, cfg: FinetuneConfig) -> np.random.Generator:
+    """Fixed threads, seeds and algorithms, quiet transformers; the batch order's generator."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -152,62 +141,89 @@ def finetune(
     rng = np.random.default_rng(cfg.seed)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    bert = load_transformer(transformers, source_dir)
-    tasks = list(labels)
-    heads = torch.nn.ModuleList(
-        torch.nn.Linear(bert.config.hidden_size, len(labels[t])) for t in tasks
-    )
+    return rng
+
+
+def _zero_heads(torch: Any, hidden: int, sizes: Sequence[int]) -> Any:
+    """One linear head per task (``sizes``: labels per task), starting at zero."""
+    heads = torch.nn.ModuleList(torch.nn.Linear(hidden, n) for n in sizes)
     for h in heads:
         torch.nn.init.zeros_(h.weight)
         torch.nn.init.zeros_(h.bias)
-    if cfg.freeze_embeddings:
-        bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    return heads
 
-    tok = Tokenizer.from_file(str(tokenizer))
+
+def _unpadded(tokenizer_cls: Any, tokenizer: Path, max_length: int) -> Any:
+    tok = tokenizer_cls.from_file(str(tokenizer))
     tok.no_padding()
-    tok.enable_truncation(cfg.max_length)
-    texts, y, dropped = training_rows(train, held_out, labels)
-    encs = tok.encode_batch(texts)
-    lengths = np.array([len(e.ids) for e in encs], np.float64)
+    tok.enable_truncation(max_length)
+    return tok
+
+
+def _class_weights(
+    torch: Any, y: np.ndarray, tasks: list[str], labels: dict[str, list[str]], balanced: bool
+) -> list[Any]:
+    """Per task, balanced (inverse-frequency) loss weights, or None when not ``balanced``."""
     weights = []
     for t, task in enumerate(tasks):
         counts = np.bincount(y[:, t][y[:, t] >= 0], minlength=len(labels[task])).astype(float)
-        w = counts.sum() / (len(counts) * np.maximum(counts, 1)) if cfg.class_weight else None
+        w = counts.sum() / (len(counts) * np.maximum(counts, 1)) if balanced else None
         weights.append(None if w is None else torch.tensor(w, dtype=torch.float32))
-    progress(
-        f"fine-tuning on {len(texts)} distinct train texts ({dropped} dropped: in a dev/test "
-        f"split); {cfg.epochs} epochs, lr {cfg.lr}, max_length {cfg.max_length}"
-    )
+    return weights
 
-    eval_tok = Tokenizer.from_file(str(tokenizer))
-    eval_tok.no_padding()
-    eval_tok.enable_truncation(128)  # the runtime's length
-    dev_texts = sorted({r.text for rows in dev.values() for r in rows})
-    dev_encs = eval_tok.encode_batch(dev_texts)
-    dev_index = {x: i for i, x in enumerate(dev_texts)}
 
-    def dev_metrics() -> dict[str, Any]:
-        bert.eval()
-        order = np.argsort([len(e.ids) for e in dev_encs], kind="stable")
-        emb = torch.zeros(len(dev_texts), bert.config.hidden_size)
+@dataclass
+class _DevSet:
+    """The dev splits' distinct texts, encoded at the runtime's length."""
+
+    rows: dict[str, Sequence[CrisisRow]]
+    texts: list[str]
+    encs: list[Any]
+    index: dict[str, int]
+
+
+def _dev_set(tok: Any, dev: dict[str, Sequence[CrisisRow]]) -> _DevSet:
+    texts = sorted({r.text for rows in dev.values() for r in rows})
+    return _DevSet(dev, texts, tok.encode_batch(texts), {x: i for i, x in enumerate(texts)})
+
+
+def _dev_metrics(
+    torch: Any,
+    bert: Any,
+    heads: Any,
+    devset: _DevSet,
+    tasks: list[str],
+    labels: dict[str, list[str]],
+    scale: float,
+) -> dict[str, Any]:
+    """Accuracy and macro-F1 of each fine-tuning head on its dev split."""
+    bert.eval()
+    order = np.argsort([len(e.ids) for e in devset.encs], kind="stable")
+    emb = torch.zeros(len(devset.texts), bert.config.hidden_size)
+    with torch.no_grad():
+        for i in range(0, len(order), 64):
+            idx = order[i : i + 64].tolist()
+            emb[idx] = _pooled(torch, bert, *_tensors(torch, devset.encs, idx))
+    out: dict[str, Any] = {}
+    for t, task in enumerate(tasks):
+        rows = devset.rows[task]
+        yt = np.array([labels[task].index(r.label) for r in rows])
+        x = emb[[devset.index[r.text] for r in rows]]
         with torch.no_grad():
-            for i in range(0, len(order), 64):
-                idx = order[i : i + 64].tolist()
-                emb[idx] = _pooled(torch, bert, *_tensors(torch, dev_encs, idx))
-        out: dict[str, Any] = {}
-        for t, task in enumerate(tasks):
-            rows = dev[task]
-            yt = np.array([labels[task].index(r.label) for r in rows])
-            x = emb[[dev_index[r.text] for r in rows]]
-            with torch.no_grad():
-                pred = heads[t](x * cfg.scale).argmax(1).numpy()
-            out[task] = {
-                "accuracy": round(float((pred == yt).mean()), 4),
-                "macro_f1": round(macro_f1(yt, pred), 4),
-            }
-        bert.train()
-        return out
+            pred = heads[t](x * scale).argmax(1).numpy()
+        out[task] = {
+            "accuracy": round(float((pred == yt).mean()), 4),
+            "macro_f1": round(macro_f1(yt, pred), 4),
+        }
+    bert.train()
+    return out
 
+
+def _optimizer(
+    torch: Any, bert: Any, heads: Any, cfg: FinetuneConfig, n_texts: int
+) -> tuple[Any, Any, int]:
+    """AdamW (no weight decay on biases and LayerNorm), its warm-up then linear-decay schedule,
+    and the steps per epoch."""
     decay = [
         p
         for n, p in bert.named_parameters()
@@ -225,12 +241,93 @@ def finetune(
             {"params": list(heads.parameters()), "lr": cfg.head_lr, "weight_decay": 0.0},
         ]
     )
-    steps_per_epoch = -(-len(texts) // cfg.batch_size)
+    steps_per_epoch = -(-n_texts // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warm = max(1, int(cfg.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
     )
+    return opt, sched, steps_per_epoch
+
+
+def _batch_loss(
+    torch: Any, heads: Any, emb: Any, y: Any, idx: np.ndarray, weights: list[Any], n_tasks: int
+) -> Any:
+    """The sum over tasks of each task's mean cross-entropy on the rows labelled for it."""
+    loss = emb.new_zeros(())
+    for t in range(n_tasks):
+        yt = y[idx, t]
+        if bool((yt >= 0).any()):
+            ce = torch.nn.functional.cross_entropy(
+                heads[t](emb), yt, weight=weights[t], ignore_index=IGNORE, reduction="sum"
+            )
+            loss = loss + ce / max(1, int((yt >= 0).sum()))
+    return loss
+
+
+def _snapshot(module: Any) -> dict[str, Any]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _save_model(bert: Any, tokenizer: Path, out_dir: Path) -> None:
+    """Writes ``out_dir`` afresh: a ``from_pretrained`` directory with the tokenizer."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    bert.save_pretrained(str(out_dir))
+    shutil.copyfile(tokenizer, out_dir / "tokenizer.json")
+
+
+def _head_arrays(
+    heads: Any, tasks: list[str], scale: float
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each task's head as float32 weights (with the logit ``scale`` folded in) and bias."""
+    return {
+        task: (
+            (heads[t].weight.detach().numpy() * scale).astype(np.float32),
+            heads[t].bias.detach().numpy().astype(np.float32),
+        )
+        for t, task in enumerate(tasks)
+    }
+
+
+def finetune(
+    train: dict[str, Sequence[CrisisRow]],
+    dev: dict[str, Sequence[CrisisRow]],
+    held_out: Sequence[CrisisRow],
+    labels: dict[str, list[str]],
+    source_dir: Path,
+    out_dir: Path,
+    progress: Progress,
+    config: FinetuneConfig | None = None,
+    tokenizer: Path | None = None,
+) -> FinetuneResult:
+    """Fine-tune the encoder in ``source_dir`` on ``train`` (per task), pick the epoch on
+    ``dev``, write it with its tokenizer (``tokenizer``, default the one in ``source_dir``) to
+    ``out_dir`` (a ``from_pretrained`` directory)."""
+    cfg = config or FinetuneConfig()
+    tokenizer = tokenizer or source_dir / "tokenizer.json"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch, transformers, tokenizer_cls = _import_training()
+    t0 = time.perf_counter()
+    rng = _make_deterministic(torch, transformers, cfg)
+    bert = load_transformer(transformers, source_dir)
+    tasks = list(labels)
+    heads = _zero_heads(torch, bert.config.hidden_size, [len(labels[t]) for t in tasks])
+    if cfg.freeze_embeddings:
+        bert.embeddings.word_embeddings.weight.requires_grad_(False)
+
+    texts, y, dropped = training_rows(train, held_out, labels)
+    encs = _unpadded(tokenizer_cls, tokenizer, cfg.max_length).encode_batch(texts)
+    lengths = np.array([len(e.ids) for e in encs], np.float64)
+    weights = _class_weights(torch, y, tasks, labels, cfg.class_weight)
+    progress(
+        f"fine-tuning on {len(texts)} distinct train texts ({dropped} dropped: in a dev/test "
+        f"split); {cfg.epochs} epochs, lr {cfg.lr}, max_length {cfg.max_length}"
+    )
+    devset = _dev_set(_unpadded(tokenizer_cls, tokenizer, 128), dev)  # the runtime's length
+
+    opt, sched, steps_per_epoch = _optimizer(torch, bert, heads, cfg, len(texts))
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Any], dict[str, Any]] | None = None
     bert.train()
@@ -240,14 +337,7 @@ def finetune(
         for b, idx in enumerate(_batches(lengths, cfg.batch_size, rng)):
             ids, mask = _tensors(torch, encs, idx.tolist())
             emb = _pooled(torch, bert, ids, mask) * cfg.scale
-            loss = emb.new_zeros(())
-            for t in range(len(tasks)):
-                yt = yt_all[idx, t]
-                if bool((yt >= 0).any()):
-                    ce = torch.nn.functional.cross_entropy(
-                        heads[t](emb), yt, weight=weights[t], ignore_index=IGNORE, reduction="sum"
-                    )
-                    loss = loss + ce / max(1, int((yt >= 0).sum()))
+            loss = _batch_loss(torch, heads, emb, yt_all, idx, weights, len(tasks))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(bert.parameters(), 1.0)
@@ -256,7 +346,7 @@ def finetune(
             running, n = running + float(loss.detach()), n + 1
             if b % 50 == 0:
                 progress(f"epoch {epoch} step {b}/{steps_per_epoch} loss {running / n:.3f}")
-        metrics = dev_metrics()
+        metrics = _dev_metrics(torch, bert, heads, devset, tasks, labels, cfg.scale)
         score = float(np.mean([m["macro_f1"] for m in metrics.values()]))
         history.append(
             {
@@ -268,17 +358,11 @@ def finetune(
         )
         progress(f"epoch {epoch}: {history[-1]}")
         if best is None or score > best[0]:
-            state = {k: v.detach().clone() for k, v in bert.state_dict().items()}
-            head_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
-            best = (score, epoch, state, head_state)
+            best = (score, epoch, _snapshot(bert), _snapshot(heads))
     assert best is not None
     bert.load_state_dict(best[2])
     heads.load_state_dict(best[3])
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    bert.save_pretrained(str(out_dir))
-    shutil.copyfile(tokenizer, out_dir / "tokenizer.json")
+    _save_model(bert, tokenizer, out_dir)
     manifest = {
         "config": asdict(cfg),
         "train_texts": len(texts),
@@ -291,11 +375,4 @@ def finetune(
         "seconds": round(time.perf_counter() - t0, 1),
         "torch": torch.__version__,
     }
-    out_heads = {
-        task: (
-            (heads[t].weight.detach().numpy() * cfg.scale).astype(np.float32),
-            heads[t].bias.detach().numpy().astype(np.float32),
-        )
-        for t, task in enumerate(tasks)
-    }
-    return FinetuneResult(out_dir, manifest, out_heads)
+    return FinetuneResult(out_dir, manifest, _head_arrays(heads, tasks, cfg.scale))
