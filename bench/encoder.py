@@ -23,7 +23,7 @@ from tokenizers import Encoding
 
 from stream.build.export import CANDIDATES, quantize_int8
 from stream.models.bundle import read_manifest
-from stream.models.text import TextEncoder
+from stream.models.text import TextEncoder, encoder_feeds
 
 LEVELS = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -52,16 +52,8 @@ def runner(enc: TextEncoder, texts: Sequence[str], batch: int, padding: str) -> 
     names = {i.name for i in enc.session.get_inputs()}
 
     def run_batch(encs: Sequence[Encoding]) -> None:
-        width = 128 if padding == "max" else max(len(e.ids) for e in encs)
-        ids = np.zeros((len(encs), width), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for r, e in enumerate(encs):
-            ids[r, : len(e.ids)] = e.ids
-            mask[r, : len(e.ids)] = 1
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in names:
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        enc.session.run(None, feeds)
+        width = 128 if padding == "max" else None
+        enc.session.run(None, encoder_feeds(encs, names, width))
 
     def go() -> int:
         if padding == "sorted":
@@ -109,17 +101,7 @@ def qdq_model(fp32: Path, work: Path, enc: TextEncoder, calib: Sequence[str]) ->
             start = next(self.batches, None)
             if start is None:
                 return None
-            part = encs[start : start + 8]
-            width = max(len(e.ids) for e in part)
-            ids = np.zeros((len(part), width), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for r, e in enumerate(part):
-                ids[r, : len(e.ids)] = e.ids
-                mask[r, : len(e.ids)] = 1
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            if "token_type_ids" in names:
-                feeds["token_type_ids"] = np.zeros_like(ids)
-            return feeds
+            return encoder_feeds(encs[start : start + 8], names)
 
     logging.getLogger().setLevel(logging.ERROR)
     quantize_static(

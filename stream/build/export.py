@@ -41,7 +41,7 @@ from stream.build.smooth import smooth
 from stream.errors import MissingExtraError
 from stream.models.links import LINK_PATTERN
 from stream.models.numeric import cosine_stats
-from stream.models.text import TextEncoder, make_session
+from stream.models.text import TextEncoder, make_session, pad_batch
 
 __all__ = [
     "CANDIDATES",
@@ -237,13 +237,7 @@ def _batch(tokenizer_path: Path, texts: Sequence[str]) -> dict[str, np.ndarray]:
 
     tok = Tokenizer.from_file(str(tokenizer_path))
     tok.enable_truncation(128)
-    encs = tok.encode_batch(list(texts))
-    width = max(len(e.ids) for e in encs)
-    ids = np.zeros((len(encs), width), np.int64)
-    mask = np.zeros_like(ids)
-    for r, e in enumerate(encs):
-        ids[r, : len(e.ids)] = e.ids
-        mask[r, : len(e.ids)] = 1
+    ids, mask = pad_batch(tok.encode_batch(list(texts)))
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 

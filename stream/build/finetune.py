@@ -37,6 +37,7 @@ from stream.build.export import input_names, load_transformer
 from stream.data.crisismmd import CrisisRow
 from stream.errors import MissingExtraError
 from stream.evaluation.metrics import macro_f1
+from stream.models.text import pad_batch
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "training_rows"]
 
@@ -101,12 +102,7 @@ def _batches(lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[n
 
 
 def _tensors(torch: Any, encs: Sequence[Any], idx: Sequence[int]) -> tuple[Any, Any]:
-    width = max(len(encs[i].ids) for i in idx)
-    ids = np.zeros((len(idx), width), np.int64)
-    mask = np.zeros_like(ids)
-    for r, i in enumerate(idx):
-        ids[r, : len(encs[i].ids)] = encs[i].ids
-        mask[r, : len(encs[i].ids)] = 1
+    ids, mask = pad_batch([encs[i] for i in idx])
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 

@@ -6,7 +6,7 @@ exact per-token shares of a linear head's logit (the rationale) come for free.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from tokenizers import Encoding, Tokenizer
 
 from stream.models.cache import CachedText, EncoderCache
 
-__all__ = ["TextEncoder", "TextEncoding", "make_session"]
+__all__ = ["TextEncoder", "TextEncoding", "encoder_feeds", "make_session", "pad_batch"]
 
 
 def make_session(
@@ -38,6 +38,31 @@ def make_session(
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def pad_batch(encs: Sequence[Encoding], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded int64 token ids and their attention mask, ``[len(encs), width]``
+    (``width`` defaults to the longest encoding)."""
+    if width is None:
+        width = max(len(e.ids) for e in encs)
+    ids = np.zeros((len(encs), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for r, e in enumerate(encs):
+        ids[r, : len(e.ids)] = e.ids
+        mask[r, : len(e.ids)] = 1
+    return ids, mask
+
+
+def encoder_feeds(
+    encs: Sequence[Encoding], input_names: Collection[str], width: int | None = None
+) -> dict[str, np.ndarray]:
+    """The encoder's inputs for ``encs`` (see :func:`pad_batch`); all-zero ``token_type_ids``
+    when the model takes them."""
+    ids, mask = pad_batch(encs, width)
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in input_names:
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    return feeds
 
 
 def text_offsets(text: str, offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -154,14 +179,5 @@ class TextEncoder:
         )
 
     def _run(self, encs: Sequence[Encoding]) -> np.ndarray:
-        width = max(len(e.ids) for e in encs)
-        ids = np.zeros((len(encs), width), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for r, e in enumerate(encs):
-            ids[r, : len(e.ids)] = e.ids
-            mask[r, : len(e.ids)] = 1
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.input_names:
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        out = self.session.run(None, feeds)[0]
+        out = self.session.run(None, encoder_feeds(encs, self.input_names))[0]
         return np.asarray(out, dtype=np.float32)
