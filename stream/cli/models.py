@@ -12,6 +12,7 @@ from stream.build.bundle import DEFAULT_ENCODER, HeadsFrom, build_bundle
 from stream.build.encoders import ENCODERS
 from stream.build.export import Activations
 from stream.build.labels import add_label
+from stream.cli.options import datasets_root_option
 from stream.data.crisismmd import find_dataset
 from stream.models.manifest import read_manifest, verify_files
 from stream.settings import Settings
@@ -164,12 +165,7 @@ def models_add_label(
 @click.option(
     "--bundle", type=click.Path(path_type=Path), default=None, help="default: the configured bundle"
 )
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="datasets root holding crisismmd/, crisislex_t26/, figure8/ (default: ../shared/datasets)",
-)
+@datasets_root_option
 @click.option(
     "--folds",
     type=int,

@@ -11,6 +11,7 @@ from typing import Any
 import click
 import orjson
 
+from stream.cli.options import datasets_root_option
 from stream.settings import Settings
 
 __all__ = ["backtest", "evaluate", "load_crisismmd", "replay"]
@@ -307,12 +308,7 @@ def load_crisismmd(
 
 
 @click.command("load-corpus")
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="datasets root holding crisismmd/, crisislex_t26/, figure8/ (default: ../shared/datasets)",
-)
+@datasets_root_option
 @click.option(
     "--source",
     "sources",
