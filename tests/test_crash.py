@@ -25,6 +25,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from stream.settings import Settings
+
 from .conftest import BrokerHandle
 from .kafka_utils import TopicReader, create_topics, make_events, seed
 from .worker_proc import WorkerProcess, worker_env
@@ -63,6 +65,88 @@ def _inputs(n: int) -> tuple[list[bytes], set[str]]:
     return values, {f"e-{i}" for i in range(n)}
 
 
+def _kill_kinds(kills: int, rng: random.Random, per_batch: bool) -> list[str]:
+    """``kills`` kill points, each kind in turn, in seeded random order."""
+    points = ("mid_batch", "acked_not_stored", "timer")
+    if per_batch:
+        points += ("stored_not_committed",)
+    kinds = [points[k % len(points)] for k in range(kills)]
+    rng.shuffle(kinds)
+    return kinds
+
+
+@dataclass
+class _Outputs:
+    """Readers of the labelled and the DLQ topic."""
+
+    out: TopicReader
+    dlq: TopicReader
+
+    def seen(self) -> set[str]:
+        return {o["id"] for o in self.out.records} | {d["id"] for d in self.dlq.records}
+
+    def pump(self, proc: WorkerProcess, until: float) -> None:
+        while time.monotonic() < until and proc.alive():
+            self.out.poll(0.1)
+            self.dlq.poll(0.05)
+
+
+def _crash_once(
+    k: int,
+    kind: str,
+    settings: Settings,
+    extra: dict[str, str],
+    rng: random.Random,
+    topics: _Outputs,
+    tmp: Path,
+) -> None:
+    """Run worker ``run-k`` until its ``kind`` of kill, and check that the kill happened so."""
+    if kind != "timer":
+        extra["CRISIS_FAULT_CRASH"] = f"{kind}:{rng.randint(2, 30)}"
+    proc = WorkerProcess(worker_env(settings, **extra), tmp / f"worker-{k}.log")
+    if kind == "timer":
+        mine = len(topics.out.records)
+        deadline = time.monotonic() + 120
+        while len(topics.out.records) == mine and proc.alive():
+            assert time.monotonic() < deadline, proc.log_tail()
+            topics.out.poll(0.1)
+        topics.pump(proc, time.monotonic() + rng.uniform(0, 3))
+    else:
+        topics.pump(proc, time.monotonic() + 120)  # the hook kills the process itself
+    by_hook = not proc.alive()
+    rc = proc.kill()
+    assert rc == -9, f"kill {k} ({kind}): exit {rc}\n{proc.log_tail()}"
+    assert by_hook == (kind != "timer"), f"kill {k}: the {kind} hook never fired"
+
+
+def _finish(final: WorkerProcess, ids: set[str], topics: _Outputs, deadline: float) -> None:
+    """Let the last worker label every id, then stop it cleanly and drain both topics."""
+    while not ids <= topics.seen():
+        assert final.alive(), final.log_tail()
+        assert time.monotonic() < deadline, f"missing {len(ids - topics.seen())} ids"
+        topics.out.poll(0.2)
+        topics.dlq.poll(0.05)
+    # the earlier runs may have finished every id already: a SIGTERM before the interpreter
+    # has even imported the worker would be the default action (-15), not the worker's
+    final.wait_for_log('"starting"')
+    assert final.terminate() == 0, final.log_tail()
+    topics.out.until(0, timeout_s=3, settle_s=1)
+    topics.dlq.until(0, timeout_s=2, settle_s=0.5)
+
+
+def _dups_per_crash(out: TopicReader, kills: int) -> list[int]:
+    """Per restart, how many ids it labelled that an earlier run had labelled already."""
+    dups: list[int] = []
+    earlier: set[str] = set()
+    for k in range(kills + 1):
+        mine = [o["id"] for o in out.records if o["worker"] == f"run-{k}"]
+        assert len(mine) == len(set(mine)), f"run {k} labelled an event twice by itself"
+        if k:
+            dups.append(len(set(mine) & earlier))
+        earlier |= set(mine)
+    return dups
+
+
 def run_crash_scenario(
     handle: BrokerHandle, n: int, kills: int, seed_: int, tmp: Path, per_batch: bool = True
 ) -> CrashReport:
@@ -71,25 +155,14 @@ def run_crash_scenario(
     values, ids = _inputs(n)
     seed(handle.bootstrap, settings.input_topic, values)
     rng = random.Random(seed_)
-    points = ("mid_batch", "acked_not_stored", "timer")
-    if per_batch:
-        points += ("stored_not_committed",)
-    kinds = [points[k % len(points)] for k in range(kills)]
-    rng.shuffle(kinds)
-    out = TopicReader(handle.bootstrap, settings.output_topic)
-    dlq = TopicReader(handle.bootstrap, settings.dlq_topic)
+    kinds = _kill_kinds(kills, rng, per_batch)
+    topics = _Outputs(
+        TopicReader(handle.bootstrap, settings.output_topic),
+        TopicReader(handle.bootstrap, settings.dlq_topic),
+    )
     report = CrashReport(events=n, per_batch=per_batch)
     mode = {"CRISIS_COMMIT_EVERY_BATCH": str(per_batch).lower()}
     t0 = time.monotonic()
-
-    def seen() -> set[str]:
-        return {o["id"] for o in out.records} | {d["id"] for d in dlq.records}
-
-    def pump(proc: WorkerProcess, until: float) -> None:
-        while time.monotonic() < until and proc.alive():
-            out.poll(0.1)
-            dlq.poll(0.05)
-
     try:
         for k, kind in enumerate(kinds):
             extra = {
@@ -97,52 +170,21 @@ def run_crash_scenario(
                 "CRISIS_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
                 **mode,
             }
-            if kind != "timer":
-                extra["CRISIS_FAULT_CRASH"] = f"{kind}:{rng.randint(2, 30)}"
-            proc = WorkerProcess(worker_env(settings, **extra), tmp / f"worker-{k}.log")
-            if kind == "timer":
-                mine = len(out.records)
-                deadline = time.monotonic() + 120
-                while len(out.records) == mine and proc.alive():
-                    assert time.monotonic() < deadline, proc.log_tail()
-                    out.poll(0.1)
-                pump(proc, time.monotonic() + rng.uniform(0, 3))
-            else:
-                pump(proc, time.monotonic() + 120)  # the hook kills the process itself
-            by_hook = not proc.alive()
-            rc = proc.kill()
+            _crash_once(k, kind, settings, extra, rng, topics, tmp)
             report.kills.append(kind)
-            assert rc == -9, f"kill {k} ({kind}): exit {rc}\n{proc.log_tail()}"
-            assert by_hook == (kind != "timer"), f"kill {k}: the {kind} hook never fired"
         final = WorkerProcess(
             worker_env(settings, CRISIS_WORKER_ID=f"run-{kills}", **mode),
             tmp / "worker-final.log",
         )
-        deadline = time.monotonic() + 60 + n / 10
-        while not ids <= seen():
-            assert final.alive(), final.log_tail()
-            assert time.monotonic() < deadline, f"missing {len(ids - seen())} ids"
-            out.poll(0.2)
-            dlq.poll(0.05)
-        # the earlier runs may have finished every id already: a SIGTERM before the interpreter
-        # has even imported the worker would be the default action (-15), not the worker's
-        final.wait_for_log('"starting"')
-        assert final.terminate() == 0, final.log_tail()
-        out.until(0, timeout_s=3, settle_s=1)
-        dlq.until(0, timeout_s=2, settle_s=0.5)
+        _finish(final, ids, topics, time.monotonic() + 60 + n / 10)
     finally:
-        out.close()
-        dlq.close()
+        topics.out.close()
+        topics.dlq.close()
     report.seconds = time.monotonic() - t0
     report.rate = n / report.seconds
-    assert seen() == ids, "every input id is labelled or dead-lettered; nothing else appears"
-    earlier: set[str] = set()
-    for k in range(kills + 1):
-        mine = [o["id"] for o in out.records if o["worker"] == f"run-{k}"]
-        assert len(mine) == len(set(mine)), f"run {k} labelled an event twice by itself"
-        if k:
-            report.dups_per_crash.append(len(set(mine) & earlier))
-        earlier |= set(mine)
+    assert topics.seen() == ids, "every input id is labelled or dead-lettered; nothing else appears"
+    report.dups_per_crash = _dups_per_crash(topics.out, kills)
+    dlq = topics.dlq
     report.dlq_dups = sum(c - 1 for c in Counter(d["id"] for d in dlq.records).values())
     print(f"\ncrash report: {json.dumps(report.__dict__)} bound/crash={report.bound()}")
     return report
