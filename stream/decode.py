@@ -28,6 +28,7 @@ __all__ = [
     "MAX_DEPTH",
     "dead_letter",
     "decode_event",
+    "json_id",
     "nesting_depth",
     "validate_event",
 ]
@@ -94,10 +95,9 @@ def validate_event(doc: Any, max_text_chars: int) -> InputEvent:
     return event
 
 
-def _guess_id(raw: bytes | None) -> str | None:
-    """Best-effort id of a bad record so an analyst can find it; never raises."""
-    if not raw or len(raw) > 10_000_000:
-        return None
+def json_id(raw: bytes) -> str | None:
+    """The ``id`` of a JSON object (at most 256 characters), None when there is none; never
+    raises."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -105,6 +105,13 @@ def _guess_id(raw: bytes | None) -> str | None:
     if isinstance(doc, dict) and isinstance(doc.get("id"), str | int):
         return str(doc["id"])[:256]
     return None
+
+
+def _guess_id(raw: bytes | None) -> str | None:
+    """Best-effort id of a bad record so an analyst can find it; never raises."""
+    if not raw or len(raw) > 10_000_000:
+        return None
+    return json_id(raw)
 
 
 def dead_letter(raw: bytes | None, error: InvalidEvent, origin: Origin) -> DeadLetter:

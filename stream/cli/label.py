@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 import orjson
 
+from stream.decode import json_id
 from stream.errors import InvalidEvent
 from stream.schemas import InputEvent, LabeledEvent, Origin
 
@@ -59,19 +60,9 @@ def _parse(clf: Classifier, raw: bytes, index: int, max_bytes: int) -> InputEven
     return clf.event(text, index)
 
 
-def _guess_id(raw: bytes) -> str | None:
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(doc, dict) and isinstance(doc.get("id"), str | int):
-        return str(doc["id"])[:256]
-    return None
-
-
 def _error(raw: bytes | None, kind: str, message: str, origin: Origin) -> dict[str, Any]:
     return {
-        "id": _guess_id(raw) if raw is not None and raw.lstrip()[:1] == b"{" else None,
+        "id": json_id(raw) if raw is not None and raw.lstrip()[:1] == b"{" else None,
         "error": {"kind": kind, "message": message},
         "origin": origin.model_dump(),
     }
