@@ -14,7 +14,7 @@ BUNDLE ?= models/e5-crisis
 SYSTEM_TOOLS := chromium docker-compose promtool
 SYSTEM_PACKAGES := chromium docker-compose prometheus
 
-.PHONY: setup system models demo test test-slow lint bench clean
+.PHONY: setup system models crossval demo test test-slow lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ models: $(BUNDLE)/manifest.json
 
 $(BUNDLE)/manifest.json: $(VENV)/.installed
 	$(PY) -m stream models build --out $(BUNDLE)
+
+# Cross-event evaluation of the bundle's recipe (about 30 minutes on 2 cores); the summary goes
+# into the bundle's manifest and MODEL_CARD.md, the full report into reports/.
+crossval: models
+	$(PY) -m stream models crossval --bundle $(BUNDLE) --record --out reports/crossval.json
 
 demo: models
 	$(PY) -m stream demo --bundle $(BUNDLE)

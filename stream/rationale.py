@@ -32,16 +32,26 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 def word_shares(
     offsets: Sequence[tuple[int, int]], word_ids: Sequence[int | None], shares: np.ndarray
 ) -> list[tuple[int, int, float]]:
-    """(start, end, weight) per word, in text order; special tokens are left out."""
+    """(start, end, weight) per word, in text order; special tokens are left out. A word piece
+    with an empty span (XLM-R's lone ``▁`` before a word) adds its share to the next word, or
+    to the last one at the end, so the words' weights still add up to the text's shares."""
     words: list[tuple[int, int, float]] = []
+    pending = 0.0
     for (start, end), wid, share in zip(offsets, word_ids, shares, strict=True):
-        if wid is None or end <= start:
+        if wid is None:
+            continue
+        if end <= start:
+            pending += float(share)
             continue
         if words and start <= words[-1][1]:
             s, _, w = words[-1]
-            words[-1] = (s, max(end, words[-1][1]), w + float(share))
+            words[-1] = (s, max(end, words[-1][1]), w + float(share) + pending)
         else:
-            words.append((start, end, float(share)))
+            words.append((start, end, float(share) + pending))
+        pending = 0.0
+    if pending and words:
+        s, e, w = words[-1]
+        words[-1] = (s, e, w + pending)
     return words
 
 

@@ -24,11 +24,13 @@ TopicPartitionKey = tuple[str, int]
 
 @dataclass(eq=False)
 class Entry:
-    """One read of one input record; ``live`` turns False when its partition is revoked."""
+    """One read of one input record; ``live`` turns False when its partition is revoked;
+    ``rejected`` once one of its outputs was refused for good and the input dead-lettered."""
 
     pending: int = 0
     sealed: bool = False
     live: bool = True
+    rejected: bool = False
 
 
 class OffsetTracker:

@@ -112,19 +112,24 @@ def test_written_tokenizer_drops_links_and_keeps_offsets(tmp_path: Path):
 
 
 def test_a_drop_links_build_encodes_a_tweet_as_if_it_had_no_links(tmp_path: Path):
-    """``models build --drop-links --int8-activations per-tensor`` end to end on the data-free
+    """``models build --encoder minilm --drop-links --int8-activations per-tensor`` end to end on the data-free
     path (no fine-tuning): the bundle's encoder never sees links, is quantized per tensor (the
     faster, batch-dependent int8), and says both in its manifest."""
     pytest.importorskip("torch", reason="building needs the build extra")
     from stream.build.bundle import build_bundle
 
     out = build_bundle(
-        tmp_path / "b", None, lambda _m: None, drop_links=True, activations="per-tensor"
+        tmp_path / "b",
+        None,
+        lambda _m: None,
+        drop_links=True,
+        activations="per-tensor",
+        encoder="minilm",
     )
     bundle = load_bundle(out)
     assert "links" in (bundle.manifest.text_encoder.model_extra or {})["preprocessing"]
     assert bundle.manifest.build_command.endswith(
-        "--drop-links --no-image --int8-activations per-tensor"
+        "--encoder minilm --drop-links --no-image --int8-activations per-tensor"
     )
     quantization = bundle.manifest.text_encoder.quantization
     assert quantization["per_token"] is False and "per tensor" in quantization["activations"]

@@ -89,7 +89,8 @@ class LinearHead:
         self, embeddings: np.ndarray, analyses: Sequence[Analysis] | None = None
     ) -> HeadOutput:
         """Labels of a batch; a hybrid head needs the texts' ``analyses`` too."""
-        logits = embeddings @ self.weight.T + self.bias
+        # float64: the logits must equal the sum of the token shares to well under 1e-4
+        logits = np.asarray(embeddings, np.float64) @ self.weight.T.astype(np.float64) + self.bias
         if self.lexical is not None:
             if analyses is None:
                 raise ValueError(f"head {self.task} is hybrid: pass the texts' lexical analyses")
@@ -99,8 +100,10 @@ class LinearHead:
 
     def token_shares(self, tokens: np.ndarray, scale: float, label: int) -> np.ndarray:
         """Exact share of each token in the centred, calibrated logit of ``label``."""
-        direction = self.weight[label] - self.weight.mean(axis=0)
-        return np.asarray(tokens @ direction * (scale / self.temperature), dtype=np.float32)
+        w = self.weight.astype(np.float64)
+        direction = w[label] - w.mean(axis=0)
+        shares = np.asarray(tokens, np.float64) @ direction * (scale / self.temperature)
+        return np.asarray(shares, dtype=np.float32)
 
     def token_effects(self, tokens: np.ndarray, scale: float, label: int) -> np.ndarray:
         """Each token's share of the centred, calibrated logit of ``label`` relative to the

@@ -128,8 +128,10 @@ class Delivery:
             raise RuntimeError(f"the dead-letter topic refuses a dead letter: {reason}")
         if not out.entry.live:
             return
-        log.error("output to %s refused (%s); dead-lettering its input", out.topic, reason)
-        msg = f"output to {out.topic} refused: {reason}"[:300]
-        self._emit_dead_letter(out.value, InvalidEvent("output_rejected", msg), out.origin)
+        if not out.entry.rejected:  # one dead letter per input, however many outputs are refused
+            out.entry.rejected = True
+            log.error("output to %s refused (%s); dead-lettering its input", out.topic, reason)
+            msg = f"output to {out.topic} refused: {reason}"[:300]
+            self._emit_dead_letter(out.value, InvalidEvent("output_rejected", msg), out.origin)
         o = out.origin
         self.tracker.ack(o.topic, o.partition, o.offset, out.entry)
