@@ -112,9 +112,9 @@ def test_written_tokenizer_drops_links_and_keeps_offsets(tmp_path: Path):
 
 
 def test_a_drop_links_build_encodes_a_tweet_as_if_it_had_no_links(tmp_path: Path):
-    """``models build --encoder minilm --drop-links --int8-activations per-tensor`` end to end on the data-free
-    path (no fine-tuning): the bundle's encoder never sees links, is quantized per tensor (the
-    faster, batch-dependent int8), and says both in its manifest."""
+    """``models build --encoder minilm --drop-links --int8-activations per-tensor`` end to end
+    on the data-free path (no fine-tuning): the bundle's encoder never sees links, is quantized
+    per tensor (the faster, batch-dependent int8), and says both in its manifest."""
     pytest.importorskip("torch", reason="building needs the build extra")
     from stream.build.bundle import build_bundle
 
