@@ -33,6 +33,7 @@ from stream.replay.backtest import (
     join,
     read_outcomes,
     run_backtest,
+    scan_outcomes,
 )
 from stream.replay.reader import Bound
 from stream.replay.report import render_html
@@ -127,6 +128,7 @@ def test_redelivered_outputs_count_once_and_junk_is_ignored():
 
     lines = [line(0, "informative"), line(1, "informative"), line(0, "not_informative")]
     outs = read_outcomes([*lines, b"not json", b'{"id": "dead-letter"}', b"", None])
+    assert scan_outcomes([*lines, b"not json", b'{"id": "dead-letter"}', b"", None])[1] == 2
     assert sorted((o.id, o.labels["informative"][0]) for o in outs) == [
         ("e0", "not_informative"),  # the last copy wins
         ("e1", "informative"),
@@ -247,6 +249,50 @@ def test_backtest_against_the_live_labelled_topic_renders_a_report(
     assert img.size == (1200, 2400)
     assert len(img.getcolors(1 << 20) or []) > 50  # text, shades and plots, not a blank page
     assert _pixels_near(img, (0x2B, 0x6C, 0xB0)) > 300  # side A's bars and markers were drawn
+
+
+#: records of a labelled topic that are not labelled events: a backtest skips and counts them
+NOT_LABELLED = [
+    b"this is not json",
+    b"\xff\xfe not utf-8",
+    b"[1, 2]",
+    b'{"id": "no-labels"}',
+    b'{"id": "sample-000", "labels": "informative"}',
+    b'{"id": "sample-001", "labels": {"informative": "informative"}}',
+    b'{"id": "sample-002", "labels": {"informative": {"label": ["x"]}}}',
+    b'{"id": "sample-003", "labels": {"informative": {"label": "informative"}}, "origin": 7}',
+]
+
+
+@pytest.mark.kafka
+def test_backtest_against_a_topic_skips_and_counts_records_that_are_not_labelled_events(
+    noida: BrokerHandle, tmp_path: Path
+):
+    settings = noida.settings()
+    create_topics(settings)
+    inputs = sample_events()[:4]
+    seed(noida.bootstrap, settings.input_topic, inputs)
+    labelled = [
+        orjson.dumps(
+            {
+                "id": orjson.loads(raw)["id"],
+                "labels": {"informative": {"label": "informative", "score": 0.9, "scores": {}}},
+            }
+        )
+        for raw in inputs
+    ]
+    seed(noida.bootstrap, settings.output_topic, [*NOT_LABELLED, *labelled, b""])
+    args = ["--bundle", str(BUNDLE), "--topic", settings.input_topic, "--out", str(tmp_path)]
+    args += ["--against-topic", settings.output_topic, "--bootstrap", noida.bootstrap]
+    res = CliRunner().invoke(backtest_cmd, [*args, "--idle-timeout", "10"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    n = len(NOT_LABELLED)
+    assert f"skipped {n} records of {settings.output_topic} that are not labelled events" in (
+        res.output
+    )
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert summary["against_skipped"] == n
+    assert summary["join"]["joined"] == summary["join"]["by_id"] == len(inputs)
 
 
 def test_report_without_side_b_or_gold_still_renders():

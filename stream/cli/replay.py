@@ -153,6 +153,18 @@ def backtest(
         against_topic,
         idle_timeout,
     )
+    _echo_summary(summary, out_dir, against_topic)
+    if max_drop is not None:
+        failures = gate_failures(summary, max_drop)
+        for reason in failures:
+            click.secho(f"gate failed: {reason}", fg="red", err=True)
+        if failures:
+            raise click.exceptions.Exit(3)
+        click.echo(f"gate passed: A is at most {max_drop} macro-F1 below B on every gold task")
+
+
+def _echo_summary(summary: dict[str, Any], out_dir: Path, against_topic: str | None) -> None:
+    """One line per task, what was skipped of --against-topic, and where the report is."""
     for task, entry in summary["tasks"].items():
         line = f"{task}:"
         if entry.get("agreement") is not None:
@@ -164,14 +176,12 @@ def backtest(
             f1 = d["macro_f1"]
             line += f"  B-A macro-F1 {f1['delta']:+.4f} [{f1['low']:+.4f}, {f1['high']:+.4f}]"
         click.echo(line)
+    if against_topic is not None:
+        click.echo(
+            f"skipped {summary['against_skipped']} records of {against_topic} that are not "
+            "labelled events"
+        )
     click.echo(f"report: {out_dir / 'report.html'}  summary: {out_dir / 'summary.json'}")
-    if max_drop is not None:
-        failures = gate_failures(summary, max_drop)
-        for reason in failures:
-            click.secho(f"gate failed: {reason}", fg="red", err=True)
-        if failures:
-            raise click.exceptions.Exit(3)
-        click.echo(f"gate passed: A is at most {max_drop} macro-F1 below B on every gold task")
 
 
 @click.command("evaluate")

@@ -11,6 +11,7 @@ B's gain is larger than the noise of the events replayed.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -39,8 +40,11 @@ __all__ = [
     "parse_outcome",
     "read_outcomes",
     "run_backtest",
+    "scan_outcomes",
     "summarize",
 ]
+
+log = logging.getLogger(__name__)
 
 OriginKey = tuple[str, int, int]
 
@@ -58,39 +62,74 @@ class Outcome:
 
 
 def parse_outcome(raw: bytes | str) -> Outcome | None:
-    """A labelled event (JSON) as an :class:`Outcome`; None for anything else."""
+    """A labelled event (JSON) as an :class:`Outcome`; None for anything else (not JSON, or
+    JSON without the fields of a labelled event, or with fields of the wrong shape)."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(doc, dict) or "labels" not in doc or "id" not in doc:
         return None
+    try:
+        return _outcome(doc)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _outcome(doc: dict[str, Any]) -> Outcome:
+    """Raises on a field of the wrong shape: a topic fed from elsewhere may hold anything."""
     o = doc.get("origin") or {}
     origin = None
     if {"topic", "partition", "offset"} <= o.keys():
         origin = (str(o["topic"]), int(o["partition"]), int(o["offset"]))
     m = doc.get("model") or {}
+    gold = dict(doc.get("gold") or {})
+    if not all(isinstance(g, str) for g in gold.values()):
+        raise TypeError("gold labels must be strings")
     return Outcome(
         id=str(doc["id"]),
         origin=origin,
-        labels={t: (v["label"], float(v.get("score", 0.0))) for t, v in doc["labels"].items()},
-        label_sets={t: list(v.get("scores", {})) for t, v in doc["labels"].items()},
-        gold=dict(doc.get("gold") or {}),
+        labels={t: _label(v) for t, v in doc["labels"].items()},
+        label_sets={t: list(_scores(v)) for t, v in doc["labels"].items()},
+        gold=gold,
         model=f"{m.get('bundle', '?')} {m.get('version', '?')} ({m.get('quantization', '?')})",
     )
+
+
+def _label(task_label: dict[str, Any]) -> tuple[str, float]:
+    label = task_label["label"]
+    if not isinstance(label, str):
+        raise TypeError("a label must be a string")
+    return label, float(task_label.get("score", 0.0))
+
+
+def _scores(task_label: dict[str, Any]) -> dict[str, Any]:
+    scores = task_label.get("scores", {})
+    if not isinstance(scores, dict):
+        raise TypeError("scores must be an object")
+    return scores
 
 
 def read_outcomes(lines: Iterable[bytes | str | None]) -> list[Outcome]:
     """Parse labelled events; a re-delivered event (same origin, or same id without origin)
     counts once, the last copy winning (at-least-once topics hold duplicates)."""
+    return scan_outcomes(lines)[0]
+
+
+def scan_outcomes(lines: Iterable[bytes | str | None]) -> tuple[list[Outcome], int]:
+    """:func:`read_outcomes`, and how many non-empty lines were skipped as not labelled
+    events."""
     latest: dict[object, Outcome] = {}
+    skipped = 0
     for raw in lines:
         if raw is None or not raw.strip():
             continue
         oc = parse_outcome(raw)
-        if oc is not None:
+        if oc is None:
+            skipped += 1
+        else:
             latest[oc.origin or ("id", oc.id)] = oc
-    return list(latest.values())
+    return list(latest.values()), skipped
 
 
 @dataclass
@@ -305,8 +344,14 @@ def run_backtest(
     elif against_topic is not None:
         keys = {o.origin for o in a} | {o.id for o in a}
         recs = read_range(settings.kafka_common(), against_topic, idle_timeout_s=idle_timeout_s)
-        b = [o for o in read_outcomes(r.value for r in recs) if o.origin in keys or o.id in keys]
+        read, skipped = scan_outcomes(r.value for r in recs)
+        b = [o for o in read if o.origin in keys or o.id in keys]
         meta["b"] = {"topic": against_topic}
+        meta["against_skipped"] = skipped
+        if skipped:
+            log.warning(
+                "skipped %d records of %s that are not labelled events", skipped, against_topic
+            )
     summary = summarize(a, b, meta)
     write_report(summary, out_dir)
     return summary

@@ -4,14 +4,16 @@ an input is sealed only after all its outputs were sent, in :meth:`Delivery.deli
 place that sends an input's outputs, so no path can forget to seal.
 
 An output the broker refuses for good (too large, invalid) turns its input into a dead letter
-instead of being re-sent forever.
+instead of being re-sent forever. Failed deliveries are logged per topic without flooding the
+log during a broker outage (:class:`FailureLog`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from stream.decode import dead_letter
@@ -21,7 +23,7 @@ from stream.sinks.base import Sink, SinkFull, SinkRejected
 from stream.tracking import Entry, OffsetTracker
 from stream.worker.observer import WorkerObserver
 
-__all__ = ["Delivery", "Output"]
+__all__ = ["Delivery", "FailureLog", "Output"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,56 @@ class Output:
     value: bytes
     origin: Origin
     entry: Entry  # the tracker's record of this read: its delivery report counts there
+
+
+@dataclass
+class _TopicFailures:
+    logged_at: float
+    unlogged: int = 0
+    latest: str = ""
+
+
+class FailureLog:
+    """Logs failed deliveries per topic: the first one at once, then at most one line every
+    ``interval_s`` with how many failed since the last line. A count still unlogged when
+    deliveries to the topic succeed again is logged with the next success past the interval."""
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] | None = None) -> None:
+        self.interval_s = interval_s
+        self._clock = clock or time.monotonic
+        self._topics: dict[str, _TopicFailures] = {}
+        self._unlogged = 0  # over all topics: a successful delivery checks only this
+
+    def failed(self, topic: str, err: object) -> None:
+        now = self._clock()
+        t = self._topics.get(topic)
+        if t is None:
+            self._topics[topic] = _TopicFailures(now)
+            log.warning("delivery to %s failed (%s); will re-send", topic, err)
+            return
+        t.unlogged += 1
+        t.latest = str(err)
+        self._unlogged += 1
+        self._summarize(topic, t, now)
+
+    def succeeded(self, topic: str) -> None:
+        if self._unlogged:
+            t = self._topics.get(topic)
+            if t is not None and t.unlogged:
+                self._summarize(topic, t, self._clock())
+
+    def _summarize(self, topic: str, t: _TopicFailures, now: float) -> None:
+        if now - t.logged_at < self.interval_s:
+            return
+        log.warning(
+            "%d more deliveries to %s failed in the last %.0f s (latest: %s); will re-send",
+            t.unlogged,
+            topic,
+            now - t.logged_at,
+            t.latest,
+        )
+        self._unlogged -= t.unlogged
+        t.logged_at, t.unlogged = now, 0
 
 
 class Delivery:
@@ -47,6 +99,7 @@ class Delivery:
         self.dlq_topic = dlq_topic
         self.retry: deque[Output] = deque()
         self.rejected: deque[tuple[Output, str]] = deque()
+        self.failures = FailureLog()
 
     @property
     def idle(self) -> bool:
@@ -102,12 +155,13 @@ class Delivery:
             o = out.origin
             if err is None:
                 self.tracker.ack(o.topic, o.partition, o.offset, out.entry)
+                self.failures.succeeded(out.topic)
             elif not out.entry.live:  # revoked meanwhile, uncommitted: its owner re-reads it
                 log.info("dropping a late failure for revoked %s[%d]", o.topic, o.partition)
             elif isinstance(err, SinkRejected):
                 self.rejected.append((out, str(err)))
             else:
-                log.warning("delivery to %s failed (%s); will re-send", out.topic, err)
+                self.failures.failed(out.topic, err)
                 self.retry.append(out)
 
         while True:

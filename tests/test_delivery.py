@@ -1,0 +1,96 @@
+"""Delivery accounting without a broker: how failed deliveries are logged."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from stream.schemas import Origin
+from stream.sinks.base import DeliveryCallback, Sink
+from stream.tracking import OffsetTracker
+from stream.worker import delivery as delivery_mod
+from stream.worker.delivery import Delivery
+from stream.worker.observer import WorkerObserver
+
+
+class _DownSink(Sink):
+    """Keeps every delivery callback for the test to answer."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, DeliveryCallback]] = []
+
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+    ) -> None:
+        self.pending.append((topic, on_delivery))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _failure_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == delivery_mod.__name__ and r.levelno >= logging.WARNING
+    ]
+
+
+def test_a_broker_outage_logs_each_topic_once_then_a_count_per_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    clock = _Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    sink, tracker = _DownSink(), OffsetTracker()
+    delivery = Delivery(sink, tracker, WorkerObserver(), "dlq")
+    for offset in range(100):
+        tracker.register("in", 0, offset)
+        delivery.deliver(Origin(topic="in", partition=0, offset=offset), None, b"v", ["out", "rv"])
+    caplog.set_level(logging.INFO, logger=delivery_mod.__name__)
+
+    def fail_all(dt: float) -> None:
+        """Every pending output fails, ``dt`` seconds apart, then is re-sent."""
+        pending, sink.pending = sink.pending, []
+        for _, cb in pending:
+            clock.now += dt
+            cb(RuntimeError("broker down"))
+        delivery.resend_failed()
+
+    fail_all(0.01)  # 200 failures in 2 s: the first of each topic
+    lines = _failure_lines(caplog)
+    assert len(lines) == 2
+    assert any("delivery to out failed (broker down)" in m for m in lines)
+    assert any("delivery to rv failed (broker down)" in m for m in lines)
+    assert len(sink.pending) == 200  # every output was re-sent
+
+    caplog.clear()
+    for _ in range(5):  # 1000 more failures over 20 s: one count per topic per 10 s
+        fail_all(0.02)
+    lines = _failure_lines(caplog)
+    assert len(lines) == 4, lines
+    assert all("more deliveries to" in m and "failed in the last" in m for m in lines)
+    counts = {t: 0 for t in ("out", "rv")}
+    for m in lines:
+        n, _, _, _, topic = m.split()[:5]
+        counts[topic] += int(n)
+    assert all(c > 0 for c in counts.values())
+
+    caplog.clear()  # the broker is back: the failures not yet counted are reported once
+    clock.now += 11
+    pending, sink.pending = sink.pending, []
+    for _, cb in pending:
+        cb(None)
+    lines = _failure_lines(caplog)
+    assert len(lines) == 2, lines
+    for m in lines:
+        n, _, _, _, topic = m.split()[:5]
+        counts[topic] += int(n)
+    assert counts == {"out": 599, "rv": 599}  # 600 failures each, the first logged on its own
+    assert delivery.idle and tracker.in_flight_outputs == 0
