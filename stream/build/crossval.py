@@ -161,22 +161,23 @@ def _task(
     per: dict[str, dict[str, Any]] = {}
     pred_all = np.zeros(len(rows), np.int64)
     folds = folds_of([str(g) for g in groups], k)
+    x_rows = inputs.int8[rows]
     t0 = time.perf_counter()
     for f, fold in enumerate(folds, 1):
         test = np.isin(groups, fold)
         tr, te = np.flatnonzero(~test), np.flatnonzero(test)
         lexicon = fit_lexicon([texts[i] for i in tr], chars=False)
         analyses = [lexicon.analyse(t) for t in texts]
-        data = EventData(inputs.int8[rows], y, groups, analyses)
+        data = EventData(x_rows, y, groups, analyses)
         head = fit_event_head(task, labels, data.take(tr), lexicon)
         held = data.take(te)
-        probs = softmax(head.logits(_split(held)) / head.temperature)
+        probs = softmax(head.logits(held.split()) / head.temperature)
         pred_all[te] = probs.argmax(axis=1)
         fp32 = None
         if inputs.fp32 is not None:
             x32 = EventData(inputs.fp32[rows][te], held.y, held.events, held.analyses)
-            fp32 = softmax(head.logits(_split(x32)) / head.temperature)
-        zs = softmax(inputs.int8[rows][te] @ zs_w.T + zs_b)
+            fp32 = softmax(head.logits(x32.split()) / head.temperature)
+        zs = softmax(held.x @ zs_w.T + zs_b)
         base = None
         if baseline:
             base = _tfidf_probs(
@@ -214,12 +215,6 @@ def _task(
             [lang for lang, e in zip(langs, events_only, strict=True) if e],
         ),
     }
-
-
-def _split(data: EventData) -> Any:
-    from stream.build.train import Split
-
-    return Split(data.x, data.y, data.analyses)
 
 
 def crossval(

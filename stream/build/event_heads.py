@@ -30,7 +30,7 @@ import numpy as np
 
 from stream.build.calibration import fit_temperature
 from stream.build.hybrid import matrix
-from stream.build.train import HeadResult, choose_review_threshold, class_rows
+from stream.build.train import HeadResult, Split, choose_review_threshold, class_rows
 from stream.errors import MissingExtraError
 from stream.models.lexicon import Analysis, LexicalPart, Lexicon
 from stream.models.numeric import softmax
@@ -56,6 +56,10 @@ class EventData:
         return EventData(
             self.x[rows], self.y[rows], self.events[rows], [self.analyses[i] for i in rows]
         )
+
+    def split(self) -> Split:
+        """The rows as a :class:`~stream.build.train.Split` (what a head scores)."""
+        return Split(self.x, self.y, self.analyses)
 
 
 def event_weights(events: np.ndarray) -> np.ndarray:
@@ -122,17 +126,11 @@ def _held_out_logits(
         except ValueError:  # that half lacks a label: skip it, the other half still scores
             continue
         head = _head(task, labels, lexicon, coef, icpt, data.x.shape[1])
-        logits.append(head.logits(_split(score)))
+        logits.append(head.logits(score.split()))
         ys.append(score.y)
     if not logits:
         raise ValueError(f"{task}: neither half of the events has every label")
     return np.concatenate(logits), np.concatenate(ys)
-
-
-def _split(data: EventData) -> Any:
-    from stream.build.train import Split
-
-    return Split(data.x, data.y, data.analyses)
 
 
 def fit_event_head(
