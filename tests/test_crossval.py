@@ -18,6 +18,7 @@ from stream.cli.models import models_crossval
 from stream.data.message import Message
 from stream.models.heads import LinearHead
 from tests.conftest import BUNDLE, SHARED, needs_shared
+from tests.crisis_data import make_root
 
 WORDS = {
     "informative": ["flood", "dead", "rescue", "damage", "evacuate"],
@@ -150,3 +151,31 @@ def test_crossval_command_on_the_shared_corpus(tmp_path: Path):
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "Events it never saw" in card and "CC BY-NC-SA" in card
     load_bundle(bundle)  # the recorded card's sha256 verifies
+
+
+def test_fine_tuned_encoders_and_other_head_recipes_are_refused(tmp_path: Path):
+    """A fine-tuned encoder has seen CrisisMMD events' labels (its folds would leak), and a
+    summary recorded into a bundle must describe its heads' recipe."""
+    from stream.build.crossval_run import run_crossval
+    from stream.build.model_card import record_crossval
+    from stream.errors import ConfigError
+
+    manifest = {
+        "name": "b",
+        "version": "0",
+        "text_encoder": {"files": {"int8": "x.onnx"}, "fine_tuning": {"epochs_run": 3}},
+        "heads": [
+            {
+                "task": "informative",
+                "labels": ["a", "b"],
+                "file": "h.npz",
+                "metrics": {"selection": {"C": 1.0}},
+            }
+        ],
+        "files": {},
+    }
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps(manifest))
+    with pytest.raises(ConfigError, match="fine-tuned"):
+        run_crossval(tmp_path, make_root(tmp_path / "data"), lambda _: None)
+    with pytest.raises(ConfigError, match="cross-event recipe"):
+        record_crossval(tmp_path, {"protocol": "p", "messages": 0, "tasks": {}})

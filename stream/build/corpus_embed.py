@@ -24,8 +24,12 @@ from stream.models.manifest import sha256_file
 __all__ = ["cached_embed"]
 
 
+#: bump when :func:`stream.build.export.embed` changes what it computes (length, pooling)
+EMBED_VERSION = "1:max_length=128:mean:l2"
+
+
 def _key(onnx: Path, tokenizer: Path, texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(EMBED_VERSION.encode())
     h.update(sha256_file(onnx).encode())
     h.update(sha256_file(tokenizer).encode())
     for t in texts:

@@ -16,8 +16,10 @@ import numpy as np
 
 from stream.build.corpus_embed import cached_embed
 from stream.build.crossval import CrossvalInputs, crossval
+from stream.build.event_heads import DEV_EVENTS
 from stream.build.export import embed
 from stream.data.corpus import load_corpus
+from stream.errors import ConfigError
 from stream.lang import detect_language
 from stream.models.manifest import read_manifest
 from stream.tasks import LABELS
@@ -50,6 +52,12 @@ def run_crossval(
     progress(f"corpus: {len(messages)} messages in {len({m.event for m in messages})} groups")
     manifest = read_manifest(bundle)
     enc = manifest.text_encoder
+    if (enc.model_extra or {}).get("fine_tuning"):
+        raise ConfigError(
+            f"{bundle}'s encoder was fine-tuned on CrisisMMD events: every fold holding one of "
+            "them out would be scored by an encoder trained on its labels. Cross-validate a "
+            "bundle with a frozen encoder (the default)."
+        )
     tokenizer = bundle / enc.tokenizer
     texts = [m.text for m in messages]
     int8 = cached_embed(bundle / enc.files["int8"], tokenizer, texts, progress)
@@ -66,6 +74,7 @@ def run_crossval(
     report["data"] = corpus.sources
     if limit_per_group is not None:
         report["limit_per_group"] = limit_per_group
+        report["protocol"] += f"; only the first {limit_per_group} messages of each group"
     return report
 
 
@@ -83,19 +92,21 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"\n{task}: macro-F1 / accuracy / ECE per held-out group (TF-IDF baseline)")
         for g, row in sorted(t["groups"].items()):
             base = row.get("baseline", {}).get("macro_f1")
+            dev = " (dev event)" if g in DEV_EVENTS else ""
             lines.append(
                 f"  {g:34s} n {row['n']:5d}  {row['macro_f1']:.3f} / {row['accuracy']:.3f} / "
-                f"{row['ece']:.3f}" + (f"  ({base:.3f})" if base is not None else "")
+                f"{row['ece']:.3f}" + (f"  ({base:.3f})" if base is not None else "") + dev
             )
-        mean = t["mean_over_events"]
-        lines.append(
-            f"  mean over {mean['events']} events: macro-F1 {_fmt(mean)}, accuracy "
-            f"{mean['accuracy']:.3f}, ECE {mean['ece']:.3f}; worst "
-            f"{mean['worst_event']['event']} {mean['worst_event']['macro_f1']:.3f}"
-        )
-        lines.append(f"  TF-IDF baseline, same folds: {_fmt(t['baseline_tfidf'])}")
-        lines.append(f"  zero-shot prototype heads:   {_fmt(t['zero_shot'])}")
-        lines.append(f"  same heads, fp32 encoder:    {_fmt(t['fp32_encoder'])}")
+        for suffix, what in (("", "events"), ("_without_dev_events", "events, dev events out")):
+            mean = t[f"mean_over_events{suffix}"]
+            lines.append(
+                f"  mean over {mean['events']} {what}: macro-F1 {_fmt(mean)}, accuracy "
+                f"{mean['accuracy']:.3f}, ECE {mean['ece']:.3f}; worst "
+                f"{mean['worst_event']['event']} {mean['worst_event']['macro_f1']:.3f}"
+            )
+            lines.append(f"    TF-IDF baseline, same folds: {_fmt(t['baseline_tfidf' + suffix])}")
+            lines.append(f"    zero-shot prototype heads:   {_fmt(t['zero_shot' + suffix])}")
+            lines.append(f"    same heads, fp32 encoder:    {_fmt(t['fp32_encoder' + suffix])}")
         langs = ", ".join(
             f"{k} {v['macro_f1']:.3f} (n {v['n']})" for k, v in t["by_language"].items()
         )

@@ -266,9 +266,10 @@ def evaluate(
                 f"  {kind} {name:>8}: n {lev.n:4d}  accuracy {lev.accuracy:.4f}  "
                 f"macro-F1 {lev.macro_f1:.4f}  ECE {lev.ece:.4f}"
             )
-    if per_event:
-        mean = sum(lev.macro_f1 for lev in per_event.values()) / len(per_event)
-        click.echo(f"  mean macro-F1 over {len(per_event)} events: {mean:.4f}")
+    named = [lev for name, lev in per_event.items() if name != "unknown"]
+    if named:  # events without an event field are listed, not averaged in
+        mean = sum(lev.macro_f1 for lev in named) / len(named)
+        click.echo(f"  mean macro-F1 over {len(named)} events: {mean:.4f}")
     if json_out is not None:
         doc = {"data": str(data), "task": task, "model": info.model_dump(), **ev.to_dict()}
         if by_lang:
