@@ -192,6 +192,7 @@ def _task(
     pred_all = np.zeros(len(rows), np.int64)
     folds = folds_of([str(g) for g in groups], k)
     x_rows = inputs.int8[rows]
+    x32_rows = inputs.fp32[rows] if inputs.fp32 is not None else None
     t0 = time.perf_counter()
     for f, fold in enumerate(folds, 1):
         test = np.isin(groups, fold)
@@ -204,8 +205,8 @@ def _task(
         probs = softmax(head.logits(held.split()) / head.temperature)
         pred_all[te] = probs.argmax(axis=1)
         fp32 = None
-        if inputs.fp32 is not None:
-            x32 = EventData(inputs.fp32[rows][te], held.y, held.events, held.analyses)
+        if x32_rows is not None:
+            x32 = EventData(x32_rows[te], held.y, held.events, held.analyses)
             fp32 = softmax(head.logits(x32.split()) / head.temperature)
         zs = softmax(held.x @ zs_w.T + zs_b)
         base = None
