@@ -114,9 +114,9 @@ class _Worker(Worker):
 
     done_at = 0.0
 
-    def shutdown(self, flush_timeout_s: float = 30.0) -> None:
+    def shutdown(self, timeout_s: float | None = None) -> None:
         self.done_at = time.perf_counter()
-        super().shutdown(flush_timeout_s)
+        super().shutdown(timeout_s)
 
 
 ENC_TIME = [0.0]

@@ -7,7 +7,7 @@ are property-tested; the encoder sorts each batch by length and restores order i
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 __all__ = ["MicroBatcher"]
@@ -33,6 +33,10 @@ class MicroBatcher(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __iter__(self) -> Iterator[T]:
+        """The queued items, oldest first."""
+        return (item for item, _cost, _at in self._items)
 
     def add(self, item: T, now: float, cost: int = 1) -> list[list[T]]:
         """Add one item; return any batches that became full."""

@@ -114,17 +114,20 @@ def _guess_id(raw: bytes | None) -> str | None:
     return json_id(raw)
 
 
-def dead_letter(raw: bytes | None, error: InvalidEvent, origin: Origin) -> DeadLetter:
+def dead_letter(
+    raw: bytes | None, error: InvalidEvent, origin: Origin, keep: int = DLQ_RAW_BYTES
+) -> DeadLetter:
     """The dead letter of ``raw``: its reason, id if one can be read, and the raw bytes (the
-    first :data:`DLQ_RAW_BYTES` of them, with the whole record's size and sha256)."""
+    first ``keep`` of them, with the whole record's size and sha256; ``keep=0`` for a dead
+    letter the DLQ refused with its copy: the record stays readable at ``origin``)."""
     body = raw or b""
     return DeadLetter(
         id=_guess_id(raw),
         error=ErrorInfo(kind=error.kind, message=error.message),
-        raw_b64=base64.b64encode(body[:DLQ_RAW_BYTES]).decode("ascii"),
+        raw_b64=base64.b64encode(body[:keep]).decode("ascii"),
         raw_bytes=len(body),
         raw_sha256=hashlib.sha256(body).hexdigest(),
-        raw_truncated=len(body) > DLQ_RAW_BYTES,
+        raw_truncated=len(body) > keep,
         origin=origin,
         at=datetime.now(UTC),
     )

@@ -9,6 +9,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from stream.errors import BundleError
 from stream.fusion import fuse
 from stream.images.branch import ImageBranch
 from stream.images.source import ImageOptions
@@ -26,7 +29,15 @@ from stream.schemas import (
     TextSpan,
 )
 
-__all__ = ["BatchResult", "BatchTimings", "Pipeline"]
+__all__ = ["CANARY_TEXTS", "BatchResult", "BatchTimings", "Pipeline"]
+
+#: texts a bundle must label before it serves, and again when labelling fails, to tell a
+#: broken model (a fault of the system: hold the events) from a broken event (a dead letter)
+CANARY_TEXTS = (
+    "Bridge collapsed after the earthquake, families trapped, please send rescue teams",
+    "Se necesitan voluntarios y agua potable en el refugio de la escuela",
+    "lol this new movie is so good",
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,18 @@ class Pipeline:
         self.images = ImageBranch(bundle.image, images, bundle.encoder)
         cells_k = images.cells_top_k if images is not None else None
         self.cells_top_k = top_k if cells_k is None else cells_k
+
+    def canary(self) -> None:
+        """Label :data:`CANARY_TEXTS`: raises what labelling raises, or :class:`BundleError`
+        when a score is not a probability (a head that does not fit its encoder may still
+        run and yield NaN)."""
+        events = [InputEvent(id=f"canary-{i}", text=t) for i, t in enumerate(CANARY_TEXTS)]
+        origins = [Origin(topic="canary", partition=0, offset=i) for i in range(len(events))]
+        for out in self.label(events, origins):
+            for task, tl in out.labels.items():
+                scores = np.array(list(tl.scores.values()), dtype=np.float64)
+                if not (np.isfinite(scores).all() and abs(scores.sum() - 1.0) < 1e-3):
+                    raise BundleError(f"{task} scores of a built-in text are not a distribution")
 
     def label(
         self,

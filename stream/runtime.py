@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from stream.errors import ConfigError
+from stream.errors import BundleError, ConfigError
 from stream.images.source import ImageOptions
 from stream.models.bundle import load_bundle
 from stream.ops.health import HealthServer
@@ -45,7 +45,16 @@ def build_pipeline(settings: Settings) -> Pipeline:
         settings.encoder_cache_size,
     )
     images = ImageOptions.from_settings(settings)
-    return Pipeline(bundle, settings.rationale_top_k, settings.review_threshold, images)
+    pipeline = Pipeline(bundle, settings.rationale_top_k, settings.review_threshold, images)
+    try:  # a bundle whose hashes verify may still not label (a head that does not fit)
+        pipeline.canary()
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(
+            f"the bundle at {settings.bundle} fails to label built-in texts: {exc}"
+        ) from exc
+    return pipeline
 
 
 def consumer_conf(settings: Settings) -> dict[str, object]:

@@ -164,7 +164,11 @@ class DeadLetter(BaseModel):
     raw_b64: str
     raw_bytes: int | None = Field(None, description="size of the whole raw record")
     raw_sha256: str | None = Field(None, description="sha256 of the whole raw record")
-    raw_truncated: bool = Field(False, description="raw_b64 holds only the first 256 KiB")
+    raw_truncated: bool = Field(
+        False,
+        description="raw_b64 holds only the first 256 KiB (none at all when the dead-letter "
+        "topic refused the copy; the record stays readable at origin)",
+    )
     origin: Origin
     at: datetime
 

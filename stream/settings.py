@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(
         2_000, description="auto-commit interval of stored offsets when commit_every_batch is off"
     )
+    shutdown_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="after SIGTERM: longest time to label queued events, deliver, commit and "
+        "close (keep it under the orchestrator's grace period: compose 30 s, Kubernetes 30 s "
+        "by default)",
+    )
     commit_every_batch: bool = Field(
         True,
         description="after each batch wait for its outputs' acks, then commit synchronously: "
@@ -200,6 +207,12 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(
         2_000,
         description="outputs awaiting acknowledgement before the input is paused (backpressure)",
+    )
+    max_in_flight_bytes: int = Field(
+        128 * 1024 * 1024,
+        gt=0,
+        description="bytes of outputs awaiting acknowledgement (queued events included) before "
+        "the input is paused: bounds memory when events are large",
     )
     max_record_bytes: int = Field(
         4_000_000, description="largest input record decoded; a larger one is dead-lettered"

@@ -14,8 +14,9 @@ acknowledged, or drive its count negative and stall the partition).
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Entry", "OffsetTracker", "TopicPartitionKey"]
 
@@ -25,12 +26,15 @@ TopicPartitionKey = tuple[str, int]
 @dataclass(eq=False)
 class Entry:
     """One read of one input record; ``live`` turns False when its partition is revoked;
-    ``rejected`` once one of its outputs was refused for good and the input dead-lettered."""
+    ``rejected`` once one of its outputs was refused for good and the input dead-lettered;
+    ``bytes``: the size of its outputs still in flight; ``since``: when it was read."""
 
     pending: int = 0
     sealed: bool = False
     live: bool = True
     rejected: bool = False
+    bytes: int = 0
+    since: float = field(default_factory=time.monotonic)
 
 
 class OffsetTracker:
@@ -41,18 +45,21 @@ class OffsetTracker:
         self._safe: dict[TopicPartitionKey, int] = {}
         self._dirty: set[TopicPartitionKey] = set()
         self.in_flight_outputs = 0
+        self.in_flight_bytes = 0
 
     def register(self, topic: str, partition: int, offset: int) -> None:
         """Note that a record was read; it blocks commits past it until sealed and acked."""
         part = self._parts.setdefault((topic, partition), OrderedDict())
         part.setdefault(offset, Entry())
 
-    def expect(self, topic: str, partition: int, offset: int, n: int = 1) -> Entry:
-        """``n`` more outputs of this record were handed to the producer; their delivery
-        reports go to the returned entry (:meth:`ack`)."""
+    def expect(self, topic: str, partition: int, offset: int, n: int = 1, nbytes: int = 0) -> Entry:
+        """``n`` more outputs (of ``nbytes`` in all) of this record were handed to the
+        producer; their delivery reports go to the returned entry (:meth:`ack`)."""
         entry = self._parts[(topic, partition)][offset]
         entry.pending += n
+        entry.bytes += nbytes
         self.in_flight_outputs += n
+        self.in_flight_bytes += nbytes
         return entry
 
     def seal(self, topic: str, partition: int, offset: int) -> None:
@@ -63,18 +70,39 @@ class OffsetTracker:
             entry.sealed = True
             self._advance(key)
 
-    def ack(self, topic: str, partition: int, offset: int, entry: Entry | None = None) -> bool:
-        """One output of the record was acknowledged by the broker. With ``entry`` (from
-        :meth:`expect`) the report counts only against that read of the record; False when
-        that read was forgotten on revocation (a stale report, nothing to do)."""
+    def ack(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        entry: Entry | None = None,
+        nbytes: int = 0,
+    ) -> bool:
+        """One output (of ``nbytes``) of the record was acknowledged by the broker. With
+        ``entry`` (from :meth:`expect`) the report counts only against that read of the record;
+        False when that read was forgotten on revocation (a stale report, nothing to do)."""
         key = (topic, partition)
         current = self._parts.get(key, OrderedDict()).get(offset)
         if current is None or (entry is not None and entry is not current):
             return False
         current.pending -= 1
+        current.bytes -= nbytes
         self.in_flight_outputs -= 1
+        self.in_flight_bytes -= nbytes
         self._advance(key)
         return True
+
+    def settled(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether every output handed over for this record so far was acknowledged (or the
+        record is done, or was forgotten)."""
+        entry = self._parts.get((topic, partition), OrderedDict()).get(offset)
+        return entry is None or entry.pending == 0
+
+    def oldest_pending_age(self, now: float | None = None) -> dict[TopicPartitionKey, float]:
+        """Per partition, seconds since the oldest record not yet committable was read: a
+        growing age is a stuck offset even while other partitions move."""
+        now = time.monotonic() if now is None else now
+        return {k: now - next(iter(p.values())).since for k, p in self._parts.items() if p}
 
     def _advance(self, key: TopicPartitionKey) -> None:
         part = self._parts[key]
@@ -107,6 +135,7 @@ class OffsetTracker:
         for key in keys:
             part = self._parts.pop(key, OrderedDict())
             self.in_flight_outputs -= sum(e.pending for e in part.values())
+            self.in_flight_bytes -= sum(e.bytes for e in part.values())
             for entry in part.values():
                 entry.live = False
             self._safe.pop(key, None)

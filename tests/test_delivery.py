@@ -8,7 +8,7 @@ import time
 import pytest
 
 from stream.schemas import Origin
-from stream.sinks.base import DeliveryCallback, Sink
+from stream.sinks.base import DeliveryCallback, Sink, SinkUnavailable
 from stream.tracking import OffsetTracker
 from stream.worker import delivery as delivery_mod
 from stream.worker.delivery import Delivery
@@ -61,7 +61,7 @@ def test_a_broker_outage_logs_each_topic_once_then_a_count_per_interval(
         for _, cb in pending:
             clock.now += dt
             cb(RuntimeError("broker down"))
-        delivery.resend_failed()
+        delivery.resend_failed(clock.now + delivery_mod.RESEND_MAX_S)  # past any backoff
 
     fail_all(0.01)  # 200 failures in 2 s: the first of each topic
     lines = _failure_lines(caplog)
@@ -94,3 +94,32 @@ def test_a_broker_outage_logs_each_topic_once_then_a_count_per_interval(
         counts[topic] += int(n)
     assert counts == {"out": 599, "rv": 599}  # 600 failures each, the first logged on its own
     assert delivery.idle and tracker.in_flight_outputs == 0
+
+
+class _UnavailableSink(Sink):
+    """Cannot take any output (a missing topic, a denied write); counts the attempts."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+    ) -> None:
+        self.attempts += 1
+        raise SinkUnavailable("Local: Unknown topic")
+
+
+def test_outputs_the_sink_cannot_take_are_re_sent_with_backoff_not_in_a_busy_loop():
+    clock = _Clock()
+    sink, tracker = _UnavailableSink(), OffsetTracker()
+    delivery = Delivery(sink, tracker, WorkerObserver(), "dlq", clock=clock)
+    tracker.register("in", 0, 0)
+    delivery.deliver(Origin(topic="in", partition=0, offset=0), None, b"v", ["out"])
+    assert sink.attempts == 1 and len(delivery.retry) == 1
+    assert "out: Local: Unknown topic" in (delivery.problem() or "")
+    for _ in range(1000):  # a busy worker loop for 10 s
+        clock.now += 0.01
+        delivery.resend_failed()
+    # backoff 0.1, 0.2, 0.4, ... capped at 5 s: a handful of attempts, not a thousand
+    assert 4 <= sink.attempts <= 8, sink.attempts
+    assert tracker.take_committable() == {}  # never committed while undelivered

@@ -4,7 +4,7 @@ in tests without colliding). Names are prefixed ``crisis_``."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -49,6 +49,18 @@ class WorkerMetrics:
         self.in_flight = Gauge(
             "crisis_outputs_in_flight", "outputs awaiting acknowledgement", registry=r
         )
+        self.in_flight_bytes = Gauge(
+            "crisis_outputs_in_flight_bytes",
+            "bytes of outputs awaiting acknowledgement",
+            registry=r,
+        )
+        self.pending_age = Gauge(
+            "crisis_oldest_pending_seconds",
+            "age of the oldest input record not yet committable, per partition (a stuck offset "
+            "grows without bound)",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.paused = Gauge(
             "crisis_input_paused", "1 while input is paused (backpressure)", registry=r
         )
@@ -67,6 +79,7 @@ class WorkerMetrics:
         self.reloads = Counter(
             "crisis_model_reloads", "bundle reload attempts", ["result"], registry=r
         )
+        self._aged: set[tuple[str, int]] = set()  # partitions with a pending-age series
 
     def set_model(self, info: dict[str, str]) -> None:
         self.model.clear()
@@ -81,12 +94,22 @@ class WorkerMetrics:
                 if pid != "-1" and lag >= 0:
                     self.lag.labels(topic=topic, partition=pid).set(lag)
 
+    def set_pending_age(self, ages: Mapping[tuple[str, int], float]) -> None:
+        """Ages of the partitions with pending records; the others read 0."""
+        for topic, partition in self._aged - set(ages):
+            self.pending_age.labels(topic=topic, partition=str(partition)).set(0)
+        for (topic, partition), age in ages.items():
+            self.pending_age.labels(topic=topic, partition=str(partition)).set(round(age, 3))
+        self._aged |= set(ages)
+
     def forget_partitions(self, keys: Iterable[tuple[str, int]]) -> None:
-        """Remove the lag series of partitions this worker no longer owns (their new owner
-        reports them; a stale series would be counted twice in a sum)."""
+        """Remove the lag and age series of partitions this worker no longer owns (their new
+        owner reports them; a stale series would be counted twice in a sum)."""
         for topic, partition in keys:
-            with contextlib.suppress(KeyError):
-                self.lag.remove(topic, str(partition))
+            for gauge in (self.lag, self.pending_age):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(topic, str(partition))
+            self._aged.discard((topic, partition))
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

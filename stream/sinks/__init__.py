@@ -1,6 +1,6 @@
 """Sinks: where outputs go (Kafka topics, JSONL files, memory)."""
 
-from stream.sinks.base import DeliveryCallback, Sink, SinkFull
+from stream.sinks.base import DeliveryCallback, Sink, SinkFull, SinkRejected, SinkUnavailable
 from stream.sinks.jsonl import JsonlSink
 from stream.sinks.kafka import KafkaDeliveryError, KafkaSink
 from stream.sinks.memory import MemorySink
@@ -13,4 +13,6 @@ __all__ = [
     "MemorySink",
     "Sink",
     "SinkFull",
+    "SinkRejected",
+    "SinkUnavailable",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from stream.connectivity import BrokerLink
 
-__all__ = ["DeliveryCallback", "Sink", "SinkFull", "SinkRejected"]
+__all__ = ["DeliveryCallback", "Sink", "SinkFull", "SinkRejected", "SinkUnavailable"]
 
 DeliveryCallback = Callable[[Exception | None], None]
 
@@ -23,6 +23,12 @@ class SinkRejected(Exception):
     """The sink refuses this one output for good (too large, invalid): re-sending cannot help,
     so the worker dead-letters its input instead. Raised by ``produce`` or passed to the
     delivery callback."""
+
+
+class SinkUnavailable(Exception):
+    """The sink cannot take this output now (a missing topic, a denied write, a non-fatal
+    client error): a fault of the system, not of the event, so the worker re-sends it later
+    and pauses its input meanwhile. Raised by ``produce``."""
 
 
 class Sink(ABC):
@@ -44,9 +50,14 @@ class Sink(ABC):
         """Wait for outstanding deliveries; return how many are still pending."""
         return 0
 
+    def check_topics(self, topics: list[str]) -> dict[str, str]:
+        """Problems of the topics this sink is asked to write (topic -> error), checked before
+        any event is taken in: at start and before a new bundle is served."""
+        return {}
+
     @property
     def healthy(self) -> bool:
         return True
 
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release resources."""
+    def close(self, timeout_s: float = 10.0) -> None:  # noqa: B027 - optional hook
+        """Release resources (waiting at most ``timeout_s`` for pending deliveries)."""

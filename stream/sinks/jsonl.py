@@ -56,7 +56,7 @@ class JsonlSink(Sink):
             cb(None)
         return 0
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
         self.flush()
         for fh in self._files.values():
             fh.close()

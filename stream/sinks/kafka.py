@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from stream.connectivity import BrokerLink
-from stream.sinks.base import DeliveryCallback, Sink, SinkFull, SinkRejected
+from stream.sinks.base import DeliveryCallback, Sink, SinkFull, SinkRejected, SinkUnavailable
 
 __all__ = ["KafkaDeliveryError", "KafkaSink"]
 
@@ -55,9 +56,17 @@ class KafkaSink(Sink):
         self.link = self._link
         merged = {**base, "error_cb": self._link.on_error, "stats_cb": self._link.on_stats, **conf}
         self.capacity = int(merged["queue.buffering.max.messages"])
+        #: librdkafka refuses (BufferError) an output bigger than its whole queue, for ever
+        self.queue_bytes = int(merged.get("queue.buffering.max.kbytes", 1_048_576)) * 1024
         self._conf = merged
         self._producer = self._new_producer()
         self.last_error: str | None = None
+        #: callbacks handed to librdkafka and not yet reported, by ticket, with the producer
+        #: that holds them: a renewal fails those the replaced producer never reports
+        self._outstanding: dict[int, tuple[Producer, DeliveryCallback]] = {}
+        self._tickets = itertools.count()
+        self.renew_wait_s = 10.0
+        self.check_timeout_s = 10.0
 
     def _new_producer(self) -> Producer:
         return Producer(
@@ -71,6 +80,7 @@ class KafkaSink(Sink):
         a fatal producer, so without this the worker would die. Everything the old producer
         still held is purged and its delivery reports served, so each output is reported as
         failed (and re-sent by the worker) or delivered: duplicates are possible, loss is not.
+        Outputs it never reports are failed here after a bounded wait.
         """
         old, self._producer = self._producer, self._new_producer()
         log.warning(
@@ -78,25 +88,41 @@ class KafkaSink(Sink):
         )
         with contextlib.suppress(KafkaException):
             old.purge(in_queue=True, in_flight=True, blocking=False)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + self.renew_wait_s
         while len(old) and time.monotonic() < deadline:
             try:  # serves the purged outputs' reports; a fatal producer re-raises on each poll
                 old.poll(0.1)
             except KafkaException:
                 continue
-        if len(old):  # stay unacknowledged: their inputs are never committed, so re-read
-            log.error("%d outputs of the replaced producer got no delivery report", len(old))
+        self._fail_unreported(old)
+
+    def _fail_unreported(self, old: Producer) -> None:
+        """Report every output ``old`` was given and never reported as failed (the worker
+        re-sends it): a report that never comes would hold its input, and every later commit
+        of the batch mode, for ever."""
+        lost = [t for t, (owner, _cb) in self._outstanding.items() if owner is old]
+        if lost:
+            log.error("%d outputs of the replaced producer got no delivery report", len(lost))
+        for ticket in lost:
+            _owner, callback = self._outstanding.pop(ticket)
+            callback(KafkaDeliveryError("the replaced producer never reported this output"))
 
     def _recover(self, exc: KafkaException) -> None:
-        """Re-raise ``exc`` unless the producer is fatal; then replace the producer."""
+        """Re-raise ``exc`` as :class:`SinkUnavailable` unless the producer is fatal; then
+        replace the producer."""
         if not _fatal(exc):
-            raise exc
+            raise SinkUnavailable(str(exc.args[0] if exc.args else exc)) from None
         self.renew(str(exc))
 
-    def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
-    ) -> None:
+    def _report(self, on_delivery: DeliveryCallback) -> Any:
+        """A delivery report for librdkafka that fires ``on_delivery`` at most once (a renewal
+        may have failed it already)."""
+        ticket = next(self._tickets)
+        self._outstanding[ticket] = (self._producer, on_delivery)
+
         def report(err: KafkaError | None, _msg: Message) -> None:
+            if self._outstanding.pop(ticket, None) is None:
+                return
             if err is not None:
                 self.last_error = str(err)
                 kind = SinkRejected if _rejected(err) else KafkaDeliveryError
@@ -105,18 +131,43 @@ class KafkaSink(Sink):
                 self._link.mark_up()
                 on_delivery(None)
 
+        return ticket, report
+
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+    ) -> None:
+        if len(value) + len(key or b"") > self.queue_bytes:
+            raise SinkRejected(f"{len(value)} bytes do not fit the producer queue")
         for attempt in range(2):
+            ticket, report = self._report(on_delivery)
             try:
                 self._producer.produce(topic, value=value, key=key, on_delivery=report)
                 return
             except BufferError as exc:
+                self._outstanding.pop(ticket, None)
                 raise SinkFull(str(exc)) from None
             except KafkaException as exc:
+                self._outstanding.pop(ticket, None)
                 if exc.args and _rejected(exc.args[0]):
                     raise SinkRejected(str(exc.args[0])) from None
                 if attempt:
-                    raise
+                    raise SinkUnavailable(str(exc.args[0] if exc.args else exc)) from None
                 self._recover(exc)
+
+    def check_topics(self, topics: list[str]) -> dict[str, str]:
+        """Ask the cluster for each topic's metadata: a missing topic (auto-creation off) or
+        one this client may not see (ACL) is named with the broker's error."""
+        problems: dict[str, str] = {}
+        for topic in dict.fromkeys(topics):
+            try:
+                md = self._producer.list_topics(topic=topic, timeout=self.check_timeout_s)
+            except KafkaException as exc:
+                problems[topic] = str(exc.args[0] if exc.args else exc)
+                continue
+            meta = md.topics.get(topic)
+            if meta is None or meta.error is not None:
+                problems[topic] = str(meta.error if meta is not None else "not in metadata")
+        return problems
 
     def poll(self, timeout_s: float = 0.0) -> None:
         try:
@@ -134,7 +185,7 @@ class KafkaSink(Sink):
     def __len__(self) -> int:
         return len(self._producer)
 
-    def close(self) -> None:
-        remaining = self.flush(10)
+    def close(self, timeout_s: float = 10.0) -> None:
+        remaining = self.flush(timeout_s)
         if remaining:
             log.warning("%d outputs undelivered at close; their inputs stay uncommitted", remaining)

@@ -13,12 +13,19 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream.connectivity import BrokerLink
+from stream.errors import BrokerError
 from stream.schemas import Origin
 from stream.sources.base import Record, Source
 
 __all__ = ["KafkaSource"]
 
 log = logging.getLogger(__name__)
+
+
+def _fatal(err: KafkaError) -> bool:
+    """librdkafka reports a fatal consumer error as an event with code ``_FATAL`` (whose own
+    ``fatal()`` is False) or through ``error_cb`` with ``fatal()`` set."""
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 class KafkaSource(Source):
@@ -44,10 +51,20 @@ class KafkaSource(Source):
             if stats_cb is not None:
                 stats_cb(stats_json)
 
-        base["error_cb"] = self._link.on_error
+        self._fatal: str | None = None
+
+        def on_error(err: KafkaError) -> None:
+            if _fatal(err):
+                self._fatal = str(err)
+            self._link.on_error(err)
+
+        base["error_cb"] = on_error
         base["stats_cb"] = on_stats
+        merged = {**base, **conf}
+        strategy = str(merged.get("partition.assignment.strategy", ""))
+        self._cooperative = "cooperative" in strategy
         self._consumer = Consumer(
-            {**base, **conf}, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
+            merged, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
         )
         self._assigned: set[tuple[str, int]] = set()
         self._paused = False
@@ -57,9 +74,16 @@ class KafkaSource(Source):
         self.last_error: str | None = None
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        """Partitions assigned while the input is paused stay paused. Only assigned partitions
+        can be paused, and the client assigns them after this callback (which would fetch
+        them), so the assignment is applied here first."""
         self._assigned |= {(p.topic, p.partition) for p in parts}
         log.info("assigned %s", sorted(self._assigned))
         if self._paused:
+            if self._cooperative:
+                consumer.incremental_assign(parts)
+            else:
+                consumer.assign(parts)
             consumer.pause(parts)
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
@@ -79,7 +103,11 @@ class KafkaSource(Source):
         return bool(self._assigned)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
-        """Records already fetched, up to ``max_records``, without waiting; only when there are
+        """Raises :class:`~stream.errors.BrokerError` on a fatal consumer error: a consumer
+        fenced by another with the same ``group.instance.id`` never reads again, and a worker
+        that went on answering health checks would be a zombie holding no partition.
+
+        Records already fetched, up to ``max_records``, without waiting; only when there are
         none, wait up to ``timeout_s`` for the first one.
 
         ``Consumer.consume(n, timeout)`` returns only once it has ``n`` messages or the timeout
@@ -91,9 +119,14 @@ class KafkaSource(Source):
         msgs = self._consumer.consume(max_records, 0)
         if not msgs and timeout_s > 0:
             msgs = self._consumer.consume(1, timeout_s)
+        if self._fatal is not None:
+            raise BrokerError(f"the consumer hit a fatal error and cannot go on: {self._fatal}")
         for msg in msgs:
             err = msg.error()
             if err is not None:
+                if _fatal(err):  # e.g. fenced by a newer member with the same instance id
+                    self._fatal = str(err)
+                    raise BrokerError(f"the consumer hit a fatal error and cannot go on: {err}")
                 if err.code() == KafkaError._ALL_BROKERS_DOWN:
                     self._link.mark_down(str(err))
                 elif err.code() != KafkaError._PARTITION_EOF:

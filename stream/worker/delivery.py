@@ -4,8 +4,10 @@ an input is sealed only after all its outputs were sent, in :meth:`Delivery.deli
 place that sends an input's outputs, so no path can forget to seal.
 
 An output the broker refuses for good (too large, invalid) turns its input into a dead letter
-instead of being re-sent forever. Failed deliveries are logged per topic without flooding the
-log during a broker outage (:class:`FailureLog`).
+instead of being re-sent forever. An output the sink cannot take now (a missing topic, a denied
+write) is a fault of the system: it is re-sent with backoff while the worker pauses. Failed
+deliveries are logged per topic without flooding the log during a broker outage
+(:class:`FailureLog`).
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from dataclasses import dataclass
 from stream.decode import dead_letter
 from stream.errors import InvalidEvent
 from stream.schemas import Origin
-from stream.sinks.base import Sink, SinkFull, SinkRejected
+from stream.sinks.base import Sink, SinkFull, SinkRejected, SinkUnavailable
 from stream.tracking import Entry, OffsetTracker
 from stream.worker.observer import WorkerObserver
 
 __all__ = ["Delivery", "FailureLog", "Output"]
 
 log = logging.getLogger(__name__)
+
+#: bounds of the backoff between waves of re-sends
+RESEND_MIN_S = 0.1
+RESEND_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class Output:
     value: bytes
     origin: Origin
     entry: Entry  # the tracker's record of this read: its delivery report counts there
+    #: a dead letter's stand-in without its raw copy, sent if the dead-letter topic refuses it
+    slim: bytes | None = None
 
 
 @dataclass
@@ -88,23 +96,47 @@ class FailureLog:
 
 
 class Delivery:
-    """Sends outputs through ``sink`` and accounts for them in ``tracker``."""
+    """Sends outputs through ``sink`` and accounts for them in ``tracker``.
+
+    ``on_wait`` is called while the sink's queue is full: it keeps the worker's heartbeat fresh
+    and returns True once the worker is stopping (the output then waits in :attr:`retry`)."""
 
     def __init__(
-        self, sink: Sink, tracker: OffsetTracker, observer: WorkerObserver, dlq_topic: str
+        self,
+        sink: Sink,
+        tracker: OffsetTracker,
+        observer: WorkerObserver,
+        dlq_topic: str,
+        on_wait: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
         self.tracker = tracker
         self.observer = observer
         self.dlq_topic = dlq_topic
+        self.on_wait = on_wait
+        self.clock = clock
         self.retry: deque[Output] = deque()
         self.rejected: deque[tuple[Output, str]] = deque()
         self.failures = FailureLog()
+        #: the latest failed delivery (topic, error) while outputs wait to be re-sent
+        self.latest_failure: tuple[str, str] | None = None
+        self._delay = RESEND_MIN_S
+        self._next_resend = 0.0
 
     @property
     def idle(self) -> bool:
         """Nothing waits to be re-sent or dead-lettered."""
         return not self.retry and not self.rejected
+
+    def problem(self) -> str | None:
+        """Why outputs wait to be re-sent (for readiness), or None."""
+        if not self.retry:
+            return None
+        where = ""
+        if self.latest_failure is not None:
+            where = " ({}: {})".format(*self.latest_failure)
+        return f"{len(self.retry)} outputs failed delivery and wait to be re-sent{where}"
 
     def deliver(
         self, origin: Origin, key: bytes | None, value: bytes, topics: Iterable[str]
@@ -120,15 +152,25 @@ class Delivery:
         self._emit_dead_letter(raw, exc, origin)
         self.tracker.seal(origin.topic, origin.partition, origin.offset)
 
-    def resend_failed(self) -> None:
+    def resend_failed(self, now: float | None = None) -> None:
+        """Dead-letter the inputs of refused outputs; re-send failed outputs, at most once
+        per backoff delay (doubling while deliveries keep failing, reset by a success), so a
+        missing topic or a denied write is not retried in a busy loop."""
         for _ in range(len(self.rejected)):
             self._reject(*self.rejected.popleft())
+        now = self.clock() if now is None else now
+        if not self.retry or now < self._next_resend:
+            return
+        self._next_resend = now + self._delay
+        self._delay = min(self._delay * 2, RESEND_MAX_S)
         for _ in range(len(self.retry)):
             out = self.retry.popleft()
             if not out.entry.live:
                 continue
             self.observer.redelivered()
             self._send(out)
+        if not self.retry:
+            self.latest_failure = None
 
     def forget(self, revoked: set[tuple[str, int]]) -> None:
         """Drop what waits for partitions now owned by another worker."""
@@ -143,26 +185,46 @@ class Delivery:
         dl = dead_letter(raw, exc, origin)
         self.observer.dead_letter(exc.kind)
         key = dl.id.encode() if dl.id else None
-        self._emit(self.dlq_topic, key, dl.model_dump_json().encode(), origin)
+        slim = None
+        if dl.raw_b64:
+            slim = dead_letter(raw, exc, origin, keep=0).model_dump_json().encode()
+        self._emit(self.dlq_topic, key, dl.model_dump_json().encode(), origin, slim)
 
-    def _emit(self, topic: str, key: bytes | None, value: bytes, origin: Origin) -> None:
-        entry = self.tracker.expect(origin.topic, origin.partition, origin.offset)
+    def _emit(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        origin: Origin,
+        slim: bytes | None = None,
+    ) -> None:
+        entry = self.tracker.expect(origin.topic, origin.partition, origin.offset, 1, len(value))
         self.observer.output_expected(self.tracker.in_flight_outputs)
-        self._send(Output(topic, key, value, origin, entry))
+        self._send(Output(topic, key, value, origin, entry, slim))
+
+    def _acked(self, out: Output) -> None:
+        o = out.origin
+        self.tracker.ack(o.topic, o.partition, o.offset, out.entry, len(out.value))
+
+    def _failed(self, out: Output, err: object) -> None:
+        """A delivery failed (or the sink could not take it): re-send it later."""
+        self.failures.failed(out.topic, err)
+        self.latest_failure = (out.topic, str(err)[:200])
+        self.retry.append(out)
 
     def _send(self, out: Output) -> None:
         def delivered(err: Exception | None) -> None:
             o = out.origin
             if err is None:
-                self.tracker.ack(o.topic, o.partition, o.offset, out.entry)
+                self._acked(out)
+                self._delay = RESEND_MIN_S
                 self.failures.succeeded(out.topic)
             elif not out.entry.live:  # revoked meanwhile, uncommitted: its owner re-reads it
                 log.info("dropping a late failure for revoked %s[%d]", o.topic, o.partition)
             elif isinstance(err, SinkRejected):
                 self.rejected.append((out, str(err)))
             else:
-                self.failures.failed(out.topic, err)
-                self.retry.append(out)
+                self._failed(out, err)
 
         while True:
             try:
@@ -170,22 +232,43 @@ class Delivery:
                 return
             except SinkFull:
                 self.sink.poll(0.1)
+                if self.on_wait():
+                    self.retry.append(out)
+                    return
             except SinkRejected as exc:
                 self._reject(out, str(exc))
+                return
+            except SinkUnavailable as exc:
+                self._failed(out, exc)
                 return
 
     def _reject(self, out: Output, reason: str) -> None:
         """The broker refuses ``out`` for good: dead-letter its input (carrying the output's
         bytes), then release the refused output. In that order, so the input cannot become
         committable in between."""
-        if out.topic == self.dlq_topic:
-            raise RuntimeError(f"the dead-letter topic refuses a dead letter: {reason}")
         if not out.entry.live:
+            return
+        if out.topic == self.dlq_topic:
+            self._dead_letter_refused(out, reason)
             return
         if not out.entry.rejected:  # one dead letter per input, however many outputs are refused
             out.entry.rejected = True
             log.error("output to %s refused (%s); dead-lettering its input", out.topic, reason)
             msg = f"output to {out.topic} refused: {reason}"[:300]
             self._emit_dead_letter(out.value, InvalidEvent("output_rejected", msg), out.origin)
-        o = out.origin
-        self.tracker.ack(o.topic, o.partition, o.offset, out.entry)
+        self._acked(out)
+
+    def _dead_letter_refused(self, out: Output, reason: str) -> None:
+        """The dead-letter topic refuses a dead letter (its ``max.message.bytes`` below the
+        copy it carries): send it without the copy. Refused even then, the fault is the
+        topic's: the dead letter waits to be re-sent, which pauses the input and fails
+        readiness, until the topic is fixed. Never a crash, never a lost event."""
+        if out.slim is None:
+            log.error("the dead-letter topic %s refuses a dead letter: %s", out.topic, reason)
+            self._failed(out, f"dead letter refused: {reason}")
+            return
+        log.error(
+            "the dead-letter topic refused a dead letter (%s); re-sent without its raw copy", reason
+        )
+        self._emit(out.topic, out.key, out.slim, out.origin)
+        self._acked(out)

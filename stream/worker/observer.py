@@ -82,8 +82,13 @@ class WorkerObserver:
         """An output was registered; ``in_flight`` outputs now await acknowledgement."""
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, in_flight)
 
-    def in_flight(self, outputs: int) -> None:
+    def in_flight(self, outputs: int, nbytes: int = 0) -> None:
         self.metrics.in_flight.set(outputs)
+        self.metrics.in_flight_bytes.set(nbytes)
+
+    def pending_age(self, ages: Mapping[tuple[str, int], float]) -> None:
+        """Per input partition, the age of the oldest record not yet committable."""
+        self.metrics.set_pending_age(ages)
 
     def paused(self, paused: bool) -> None:
         if paused:
