@@ -15,13 +15,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from stream.decode import dead_letter
 from stream.errors import InvalidEvent
 from stream.schemas import Origin
 from stream.sinks.base import Sink, SinkFull, SinkRejected
 from stream.tracking import Entry, OffsetTracker
-from stream.worker.observer import WorkerObserver
+from stream.worker.observer import WorkerObserver, event_time
 
 __all__ = ["Delivery", "FailureLog", "Output"]
 
@@ -35,6 +36,7 @@ class Output:
     value: bytes
     origin: Origin
     entry: Entry  # the tracker's record of this read: its delivery report counts there
+    event_time: float | None = None  # on the labelled output only: its ack ends the latency
 
 
 @dataclass
@@ -107,12 +109,19 @@ class Delivery:
         return not self.retry and not self.rejected
 
     def deliver(
-        self, origin: Origin, key: bytes | None, value: bytes, topics: Iterable[str]
+        self,
+        origin: Origin,
+        key: bytes | None,
+        value: bytes,
+        topics: Iterable[str],
+        created_at: datetime | None = None,
     ) -> None:
-        """Send one input's outputs (``value`` to each of ``topics``), then seal the input: its
-        offset becomes committable once they are all acknowledged."""
-        for topic in topics:
-            self._emit(topic, key, value, origin)
+        """Send one input's outputs (``value`` to each of ``topics``, the labelled topic
+        first), then seal the input: its offset becomes committable once they are all
+        acknowledged. The labelled output's ack observes the end-to-end latency."""
+        when = event_time(origin, created_at)
+        for i, topic in enumerate(topics):
+            self._emit(topic, key, value, origin, when if i == 0 else None)
         self.tracker.seal(origin.topic, origin.partition, origin.offset)
 
     def dead_letter(self, raw: bytes | None, exc: InvalidEvent, origin: Origin) -> None:
@@ -145,16 +154,25 @@ class Delivery:
         key = dl.id.encode() if dl.id else None
         self._emit(self.dlq_topic, key, dl.model_dump_json().encode(), origin)
 
-    def _emit(self, topic: str, key: bytes | None, value: bytes, origin: Origin) -> None:
+    def _emit(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        origin: Origin,
+        when: float | None = None,
+    ) -> None:
         entry = self.tracker.expect(origin.topic, origin.partition, origin.offset)
         self.observer.output_expected(self.tracker.in_flight_outputs)
-        self._send(Output(topic, key, value, origin, entry))
+        self._send(Output(topic, key, value, origin, entry, when))
 
     def _send(self, out: Output) -> None:
         def delivered(err: Exception | None) -> None:
             o = out.origin
             if err is None:
-                self.tracker.ack(o.topic, o.partition, o.offset, out.entry)
+                acked = self.tracker.ack(o.topic, o.partition, o.offset, out.entry)
+                if acked and out.event_time is not None:  # a stale report observes nothing
+                    self.observer.acknowledged(out.event_time)
                 self.failures.succeeded(out.topic)
             elif not out.entry.live:  # revoked meanwhile, uncommitted: its owner re-reads it
                 log.info("dropping a late failure for revoked %s[%d]", o.topic, o.partition)
