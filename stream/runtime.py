@@ -15,6 +15,7 @@ from types import FrameType
 from stream.errors import BundleError, ConfigError
 from stream.images.source import ImageOptions
 from stream.models.bundle import load_bundle
+from stream.ops.cpu import threads_from_cgroup
 from stream.ops.health import HealthServer
 from stream.ops.prometheus import WorkerMetrics
 from stream.ops.reload import BundleReloader
@@ -28,6 +29,7 @@ __all__ = [
     "build_pipeline",
     "build_worker",
     "install_signal_handlers",
+    "intra_op_threads",
     "make_sink",
     "make_source",
 ]
@@ -35,11 +37,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def intra_op_threads(settings: Settings) -> int | None:
+    """``CRISIS_THREADS``, else the container's CPU quota rounded up (:mod:`stream.ops.cpu`),
+    else None: onnxruntime's own choice, one thread per core of the machine."""
+    if settings.threads:
+        return settings.threads
+    threads = threads_from_cgroup()
+    if threads is not None:
+        log.info("onnxruntime intra-op threads: %d, from the cgroup CPU quota", threads)
+    return threads
+
+
 def build_pipeline(settings: Settings) -> Pipeline:
     bundle = load_bundle(
         settings.bundle,
         settings.precision,
-        settings.threads,
+        intra_op_threads(settings),
         settings.batch_max_events,
         settings.ort_spinning,
         settings.encoder_cache_size,

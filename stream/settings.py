@@ -147,7 +147,9 @@ class Settings(BaseSettings):
     bundle: Path = Field(REPO_ROOT / "models" / "e5-crisis", description="model bundle directory")
     precision: str | None = Field(None, description="int8 or fp32; default: the bundle's")
     threads: int | None = Field(
-        None, description="onnxruntime intra-op threads per encoder; default: onnxruntime's choice"
+        None,
+        description="onnxruntime intra-op threads per encoder; default: the cgroup CPU quota "
+        "(a container's CPU limit) rounded up, else onnxruntime's choice (one per core)",
     )
     ort_spinning: bool = Field(
         False,

@@ -28,7 +28,7 @@ from tests.conftest import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
-PROMETHEUS = REPO / "deploy" / "prometheus.yml"
+PROMETHEUS = REPO / "deploy" / "prometheus" / "prometheus.yml"
 KAFKA_IMAGE = re.compile(r"^apache/kafka:\d+\.\d+\.\d+$")
 
 
@@ -168,8 +168,8 @@ def test_prometheus_scrapes_every_worker_and_the_aggregator(services: dict[str, 
     prom = services["prometheus"]
     assert prom["image"].startswith("prom/prometheus:")
     host, target = prom["volumes"][0].split(":")[:2]
-    assert (REPO / host).resolve() == PROMETHEUS
-    assert f"--config.file={target}" in prom["command"]
+    assert (REPO / host).resolve() == PROMETHEUS.parent  # the config and the rules it loads
+    assert f"--config.file={target}/{PROMETHEUS.name}" in prom["command"]
     jobs = {j["job_name"]: j for j in load(PROMETHEUS)["scrape_configs"]}
     dns = jobs["crisis-worker"]["dns_sd_configs"][0]
     assert dns == {**dns, "names": ["worker"], "type": "A"}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 
 import pytest
 
+from stream.errors import InvalidEvent
 from stream.schemas import Origin
 from stream.sinks.base import DeliveryCallback, Sink, SinkUnavailable
 from stream.tracking import OffsetTracker
@@ -123,3 +125,57 @@ def test_outputs_the_sink_cannot_take_are_re_sent_with_backoff_not_in_a_busy_loo
     # backoff 0.1, 0.2, 0.4, ... capped at 5 s: a handful of attempts, not a thousand
     assert 4 <= sink.attempts <= 8, sink.attempts
     assert tracker.take_committable() == {}  # never committed while undelivered
+
+
+def test_end_to_end_latency_is_observed_when_the_labelled_output_is_acknowledged():
+    """Once per input, at the ack of its labelled output (the first topic): not for the review
+    copy, not when the send failed (the re-sent output's ack counts, later), not for a late
+    report of a revoked read, not for a dead letter."""
+    sink, tracker = _DownSink(), OffsetTracker()
+    observer = WorkerObserver(wall_clock=lambda: 1_700_000_010.0)
+    delivery = Delivery(sink, tracker, observer, "dlq")
+
+    def observed() -> tuple[float | None, float | None]:
+        reg = observer.metrics.registry
+        return (
+            reg.get_sample_value("crisis_end_to_end_seconds_count"),
+            reg.get_sample_value("crisis_end_to_end_seconds_sum"),
+        )
+
+    for offset in range(3):
+        tracker.register("in", 0, offset)
+    # the record's timestamp (ms) 4 s before the ack
+    delivery.deliver(
+        Origin(topic="in", partition=0, offset=0, timestamp=1_700_000_006_000),
+        None,
+        b"v",
+        ["out", "rv"],
+    )
+    pending, sink.pending = sink.pending, []
+    assert [t for t, _ in pending] == ["out", "rv"]
+    pending[1][1](None)  # the review copy first: nothing observed
+    assert observed() == (0, 0)
+    pending[0][1](RuntimeError("broker down"))  # failed: re-sent, not observed
+    assert observed() == (0, 0)
+    delivery.resend_failed()
+    sink.pending.pop()[1](None)
+    assert observed() == (1, 4.0)
+
+    # no record timestamp: the event's created_at (naive: UTC), 10 s before the ack
+    created = datetime.fromtimestamp(1_700_000_000, UTC).replace(tzinfo=None)
+    delivery.deliver(Origin(topic="in", partition=0, offset=1), None, b"v", ["out"], created)
+    sink.pending.pop()[1](None)
+    assert observed() == (2, 14.0)
+
+    delivery.dead_letter(
+        b"{", InvalidEvent("not_json", "x"), Origin(topic="in", partition=0, offset=2)
+    )
+    sink.pending.pop()[1](None)
+    assert observed() == (2, 14.0)
+
+    tracker.register("in", 0, 3)
+    delivery.deliver(Origin(topic="in", partition=0, offset=3), None, b"v", ["out"], created)
+    late = sink.pending.pop()[1]
+    tracker.forget([("in", 0)])  # revoked before the report came: its new owner re-reads it
+    late(None)
+    assert observed() == (2, 14.0)

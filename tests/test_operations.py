@@ -84,6 +84,12 @@ def test_metrics_count_a_stream(bundle: Bundle):
     assert (
         _metric(text, "crisis_model_info", bundle=bundle.manifest.name, sha256=bundle.sha256) == 1
     )
+    # every sample event has a created_at (2017): each labelled output observed once, years late
+    assert _metric(text, "crisis_end_to_end_seconds_count") == len(good)
+    assert _metric(text, "crisis_end_to_end_seconds_bucket", le="3600.0") == 0
+    assert _metric(text, "crisis_worker_ready") == 1  # what /readyz answers: 200
+    assert _metric(text, "process_resident_memory_bytes") > 50e6  # onnxruntime and a model
+    assert _metric(text, "process_open_fds") > 0
 
 
 @pytest.mark.kafka
@@ -109,14 +115,20 @@ def test_readyz_flips_with_assignment_and_shutdown(noida: BrokerHandle, bundle: 
                 break
         code, body = _get(server.port, "/readyz")
         assert code == 200, body
+        assert _metric(_get(server.port, "/metrics")[1], "crisis_worker_ready") == 1
         seed(noida.bootstrap, settings.input_topic, make_events(30))
         for _ in range(400):
             worker.step()
             if worker.stats.completed >= 30:
                 break
         assert worker.stats.labeled == 30
+        # the broker stamps each record (CreateTime): every labelled output observed, in seconds
+        e2e = _metric(_get(server.port, "/metrics")[1], "crisis_end_to_end_seconds_count")
+        assert e2e == 30
+        assert _metric(_get(server.port, "/metrics")[1], "crisis_end_to_end_seconds_sum") < 30 * 60
         worker.request_stop()
         assert _get(server.port, "/readyz")[0] == 503
+        assert _metric(_get(server.port, "/metrics")[1], "crisis_worker_ready") == 0
     finally:
         worker.shutdown()
         server.stop()

@@ -26,6 +26,7 @@ class HealthServer:
         stale_after_s: float = 60.0,
     ) -> None:
         outer = self
+        metrics.watch_readiness(ready)  # crisis_worker_ready: the same answer as /readyz
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:

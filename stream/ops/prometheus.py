@@ -1,25 +1,37 @@
 """Prometheus metrics of one worker, in its own registry (several workers can share a process
-in tests without colliding). Names are prefixed ``crisis_``."""
+in tests without colliding). Names are prefixed ``crisis_``; the registry also carries the
+process collector (``process_resident_memory_bytes``, ``process_open_fds``, CPU seconds)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 __all__ = ["WorkerMetrics"]
 
 _BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: event time to acknowledged output: sub-second when keeping up, minutes to hours when
+#: catching up on a backlog (or when created_at is the post's own, older, time)
+_END_TO_END = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
 class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.events_in = Counter("crisis_events_in", "input records read", registry=r)
         self.events_labeled = Counter(
             "crisis_events_labeled", "labelled events published", ["task", "label"], registry=r
@@ -45,6 +57,16 @@ class WorkerMetrics:
             ["modality"],
             buckets=_LATENCY,
             registry=r,
+        )
+        self.end_to_end = Histogram(
+            "crisis_end_to_end_seconds",
+            "event time (the input record's timestamp, else the event's created_at) to its "
+            "labelled output acknowledged by the broker",
+            buckets=_END_TO_END,
+            registry=r,
+        )
+        self.ready = Gauge(
+            "crisis_worker_ready", "1 while /readyz answers 200 (read at scrape time)", registry=r
         )
         self.in_flight = Gauge(
             "crisis_outputs_in_flight", "outputs awaiting acknowledgement", registry=r
@@ -80,6 +102,10 @@ class WorkerMetrics:
             "crisis_model_reloads", "bundle reload attempts", ["result"], registry=r
         )
         self._aged: set[tuple[str, int]] = set()  # partitions with a pending-age series
+
+    def watch_readiness(self, ready: Callable[[], tuple[bool, str]]) -> None:
+        """``crisis_worker_ready`` asks ``ready`` (what ``/readyz`` asks) at every scrape."""
+        self.ready.set_function(lambda: float(ready()[0]))
 
     def set_model(self, info: dict[str, str]) -> None:
         self.model.clear()

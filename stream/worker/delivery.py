@@ -12,18 +12,20 @@ deliveries are logged per topic without flooding the log during a broker outage
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from stream.decode import dead_letter
 from stream.errors import InvalidEvent
 from stream.schemas import Origin
 from stream.sinks.base import Sink, SinkFull, SinkRejected, SinkUnavailable
 from stream.tracking import Entry, OffsetTracker
-from stream.worker.observer import WorkerObserver
+from stream.worker.observer import WorkerObserver, event_time
 
 __all__ = ["Delivery", "FailureLog", "Output"]
 
@@ -43,6 +45,7 @@ class Output:
     entry: Entry  # the tracker's record of this read: its delivery report counts there
     #: a dead letter's stand-in without its raw copy, sent if the dead-letter topic refuses it
     slim: bytes | None = None
+    event_time: float | None = None  # on the labelled output only: its ack ends the latency
 
 
 @dataclass
@@ -139,12 +142,19 @@ class Delivery:
         return f"{len(self.retry)} outputs failed delivery and wait to be re-sent{where}"
 
     def deliver(
-        self, origin: Origin, key: bytes | None, value: bytes, topics: Iterable[str]
+        self,
+        origin: Origin,
+        key: bytes | None,
+        value: bytes,
+        topics: Iterable[str],
+        created_at: datetime | None = None,
     ) -> None:
-        """Send one input's outputs (``value`` to each of ``topics``), then seal the input: its
-        offset becomes committable once they are all acknowledged."""
-        for topic in topics:
-            self._emit(topic, key, value, origin)
+        """Send one input's outputs (``value`` to each of ``topics``, the labelled topic
+        first), then seal the input: its offset becomes committable once they are all
+        acknowledged. The labelled output's ack observes the end-to-end latency."""
+        when = event_time(origin, created_at)
+        for i, topic in enumerate(topics):
+            self._emit(topic, key, value, origin, when if i == 0 else None)
         self.tracker.seal(origin.topic, origin.partition, origin.offset)
 
     def dead_letter(self, raw: bytes | None, exc: InvalidEvent, origin: Origin) -> None:
@@ -188,7 +198,7 @@ class Delivery:
         slim = None
         if dl.raw_b64:
             slim = dead_letter(raw, exc, origin, keep=0).model_dump_json().encode()
-        self._emit(self.dlq_topic, key, dl.model_dump_json().encode(), origin, slim)
+        self._emit(self.dlq_topic, key, dl.model_dump_json().encode(), origin, slim=slim)
 
     def _emit(
         self,
@@ -196,15 +206,16 @@ class Delivery:
         key: bytes | None,
         value: bytes,
         origin: Origin,
+        when: float | None = None,
         slim: bytes | None = None,
     ) -> None:
         entry = self.tracker.expect(origin.topic, origin.partition, origin.offset, 1, len(value))
         self.observer.output_expected(self.tracker.in_flight_outputs)
-        self._send(Output(topic, key, value, origin, entry, slim))
+        self._send(Output(topic, key, value, origin, entry, slim, when))
 
-    def _acked(self, out: Output) -> None:
+    def _acked(self, out: Output) -> bool:
         o = out.origin
-        self.tracker.ack(o.topic, o.partition, o.offset, out.entry, len(out.value))
+        return self.tracker.ack(o.topic, o.partition, o.offset, out.entry, len(out.value))
 
     def _failed(self, out: Output, err: object) -> None:
         """A delivery failed (or the sink could not take it): re-send it later."""
@@ -212,20 +223,23 @@ class Delivery:
         self.latest_failure = (out.topic, str(err)[:200])
         self.retry.append(out)
 
-    def _send(self, out: Output) -> None:
-        def delivered(err: Exception | None) -> None:
-            o = out.origin
-            if err is None:
-                self._acked(out)
-                self._delay = RESEND_MIN_S
-                self.failures.succeeded(out.topic)
-            elif not out.entry.live:  # revoked meanwhile, uncommitted: its owner re-reads it
-                log.info("dropping a late failure for revoked %s[%d]", o.topic, o.partition)
-            elif isinstance(err, SinkRejected):
-                self.rejected.append((out, str(err)))
-            else:
-                self._failed(out, err)
+    def _delivered(self, out: Output, err: Exception | None) -> None:
+        """The sink's delivery report of ``out``."""
+        o = out.origin
+        if err is None:
+            self._delay = RESEND_MIN_S
+            if self._acked(out) and out.event_time is not None:  # a stale one observes nothing
+                self.observer.acknowledged(out.event_time)
+            self.failures.succeeded(out.topic)
+        elif not out.entry.live:  # revoked meanwhile, uncommitted: its owner re-reads it
+            log.info("dropping a late failure for revoked %s[%d]", o.topic, o.partition)
+        elif isinstance(err, SinkRejected):
+            self.rejected.append((out, str(err)))
+        else:
+            self._failed(out, err)
 
+    def _send(self, out: Output) -> None:
+        delivered = functools.partial(self._delivered, out)
         while True:
             try:
                 self.sink.produce(out.topic, out.key, out.value, delivered)

@@ -348,7 +348,9 @@ class Worker:
         except InvalidEvent as exc:
             self.delivery.dead_letter(raw, exc, out.origin)
             return
-        self.delivery.deliver(out.origin, planned.key, planned.value, planned.topics)
+        self.delivery.deliver(
+            out.origin, planned.key, planned.value, planned.topics, out.created_at
+        )
         self.observer.labeled({task: tl.label for task, tl in out.labels.items()})
         if planned.review:
             self.observer.review()

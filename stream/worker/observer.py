@@ -4,14 +4,30 @@ or count an event twice."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from stream.ops.prometheus import WorkerMetrics
 from stream.pipeline import BatchTimings
+from stream.schemas import Origin
 
-__all__ = ["WorkerObserver", "WorkerStats"]
+__all__ = ["WorkerObserver", "WorkerStats", "event_time"]
+
+
+def event_time(origin: Origin, created_at: datetime | None) -> float | None:
+    """When an event happened, in seconds since the epoch: the input record's timestamp (Kafka
+    CreateTime or LogAppendTime), else the event's ``created_at`` (UTC when it names no zone),
+    else None."""
+    if origin.timestamp is not None and origin.timestamp > 0:
+        return origin.timestamp / 1000
+    if created_at is None:
+        return None
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=UTC)
+    return created_at.timestamp()
 
 
 @dataclass
@@ -36,9 +52,12 @@ class WorkerStats:
 class WorkerObserver:
     """Counts worker events into ``stats`` and ``metrics``."""
 
-    def __init__(self, metrics: WorkerMetrics | None = None) -> None:
+    def __init__(
+        self, metrics: WorkerMetrics | None = None, wall_clock: Callable[[], float] = time.time
+    ) -> None:
         self.metrics = metrics or WorkerMetrics()
         self.stats = WorkerStats()
+        self.wall_clock = wall_clock
 
     def model(self, info: dict[str, str]) -> None:
         self.metrics.set_model(info)
@@ -77,6 +96,11 @@ class WorkerObserver:
     def redelivered(self) -> None:
         self.stats.redelivered += 1
         self.metrics.redelivered.inc()
+
+    def acknowledged(self, event_time: float) -> None:
+        """A labelled output was acknowledged; its event happened at ``event_time`` (epoch s).
+        A clock skewed ahead of this worker's counts as 0 s, not as a negative latency."""
+        self.metrics.end_to_end.observe(max(0.0, self.wall_clock() - event_time))
 
     def output_expected(self, in_flight: int) -> None:
         """An output was registered; ``in_flight`` outputs now await acknowledgement."""
