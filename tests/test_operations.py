@@ -114,7 +114,7 @@ def test_readyz_flips_with_assignment_and_shutdown(noida: BrokerHandle, bundle: 
             if worker.source.ready:
                 break
         code, body = _get(server.port, "/readyz")
-        assert code == 200, body
+        assert code == 200 and "on 3 partitions" in body, body
         assert _metric(_get(server.port, "/metrics")[1], "crisis_worker_ready") == 1
         seed(noida.bootstrap, settings.input_topic, make_events(30))
         for _ in range(400):
@@ -247,3 +247,32 @@ def test_reload_thread_survives_an_unexpected_error(tmp_path: Path):
         assert results[:2] == ["refused", "refused"] and reloader.last_error == "loader bug"
     finally:
         reloader.stop()
+
+
+@pytest.mark.kafka
+def test_a_replica_without_partitions_is_idle_but_ready(noida: BrokerHandle, bundle: Bundle):
+    """More workers than partitions: the spare one used to stay not-ready for ever (an
+    over-provisioned deployment never became ready, and every pod flapped on each rebalance)."""
+    settings = noida.settings()
+    create_topics(settings, input_partitions=1)
+    workers = [
+        Worker(settings, make_source("kafka", settings), MemorySink(), Pipeline(bundle))
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for w in workers:
+                w.step()
+            if (
+                all(w.source.ready for w in workers)
+                and sum(len(w.source.assignment) for w in workers) == 1
+            ):
+                break
+        idle = [w for w in workers if not w.source.assignment]
+        assert len(idle) == 1, [w.source.assignment for w in workers]
+        ready, why = idle[0].readiness()
+        assert ready and "idle" in why, why
+    finally:
+        for w in workers:
+            w.shutdown()

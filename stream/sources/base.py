@@ -53,8 +53,13 @@ class Source(ABC):
 
     @property
     def ready(self) -> bool:
-        """True when the source can deliver records (e.g. has partitions assigned)."""
+        """True when the source can deliver records (e.g. has joined its consumer group)."""
         return True
+
+    @property
+    def assignment(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this source reads now (one for unpartitioned ones)."""
+        return {("local", 0)}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""

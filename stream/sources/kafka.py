@@ -67,6 +67,7 @@ class KafkaSource(Source):
             merged, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
         )
         self._assigned: set[tuple[str, int]] = set()
+        self._joined = False
         self._paused = False
         self._consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
@@ -78,6 +79,7 @@ class KafkaSource(Source):
         can be paused, and the client assigns them after this callback (which would fetch
         them), so the assignment is applied here first."""
         self._assigned |= {(p.topic, p.partition) for p in parts}
+        self._joined = True  # also with no partitions: an idle member is a healthy one
         log.info("assigned %s", sorted(self._assigned))
         if self._paused:
             if self._cooperative:
@@ -100,7 +102,9 @@ class KafkaSource(Source):
 
     @property
     def ready(self) -> bool:
-        return bool(self._assigned)
+        """Joined the group once (with or without partitions): a replica left without a
+        partition, or one in the middle of a rebalance, is not failing."""
+        return self._joined
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         """Raises :class:`~stream.errors.BrokerError` on a fatal consumer error: a consumer

@@ -132,14 +132,18 @@ class Worker:
         if self._stop.is_set():
             return False, "shutting down"
         if not self.source.ready:
-            return False, "no partitions assigned"
+            return False, "joining the consumer group"
         for link in (self.source.link, self.sink.link):
             if link is not None and not link.up:
                 return False, link.describe()
         problem = self._fault() or self.delivery.problem()
         if problem is not None:
             return False, problem
-        return True, f"serving {self.pipeline.model_info.bundle} {self.pipeline.model_info.version}"
+        info = self.pipeline.model_info
+        n = len(self.source.assignment)
+        if not n:
+            return True, f"idle, no partition assigned (more workers than partitions) {info.bundle}"
+        return True, f"serving {info.bundle} {info.version} on {n} partitions"
 
     def _fault(self) -> str | None:
         """The fault of the system that holds the stream, if any."""
