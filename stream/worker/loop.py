@@ -136,6 +136,10 @@ class Worker:
             return False, f"{n} outputs failed delivery and wait to be re-sent"
         return True, f"serving {self.pipeline.model_info.bundle} {self.pipeline.model_info.version}"
 
+    def _beat(self) -> None:
+        """Liveness (``/healthz``): the loop is turning, also inside a long batch."""
+        self.heartbeat = time.monotonic()
+
     # -- one iteration -----------------------------------------------------------------------
     def step(self) -> bool:
         """One poll/process/ack round; returns True when records arrived."""
@@ -223,7 +227,10 @@ class Worker:
     def _process(self, batch: list[_Queued]) -> None:
         try:
             result = self.pipeline.label_batch(
-                [q.event for q in batch], [q.origin for q in batch], [q.received for q in batch]
+                [q.event for q in batch],
+                [q.origin for q in batch],
+                [q.received for q in batch],
+                progress=self._beat,
             )
         except Exception:
             if len(batch) == 1:  # this one event breaks the model: dead-letter it
