@@ -65,8 +65,13 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/cri
         --shell /usr/sbin/nologin crisis
 USER crisis
 WORKDIR /home/crisis
+# Inside a container the servers bind every interface: the container network is what Prometheus
+# and probes reach them on, and nothing outside it can unless a port is published (outside a
+# container both default to loopback; docs/decisions/0015).
 ENV CRISIS_BUNDLE=/models/bundle \
     CRISIS_METRICS_PORT=9108 \
+    CRISIS_METRICS_HOST=0.0.0.0 \
+    CRISIS_AGG_WEB_BIND=0.0.0.0 \
     CRISIS_LOG_LEVEL=INFO
 # 9108: the worker's /metrics, /healthz, /readyz; 6066: the aggregator's web views.
 EXPOSE 9108 6066

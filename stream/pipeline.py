@@ -6,7 +6,7 @@ One code path for both, so a backtest measures exactly what production would pub
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,8 +106,13 @@ class Pipeline:
         events: Sequence[InputEvent],
         origins: Sequence[Origin],
         received: Sequence[float] | None = None,
+        progress: Callable[[], None] | None = None,
     ) -> BatchResult:
-        """The labelled events and where the batch's time went (for the worker's metrics)."""
+        """The labelled events and where the batch's time went (for the worker's metrics).
+
+        ``progress`` is called now and then during long image work (URL fetches), so the
+        caller's liveness signal stays fresh while one batch takes seconds.
+        """
         if not events:
             return BatchResult([], BatchTimings(0.0, None, 0.0))
         t0 = time.perf_counter()
@@ -117,7 +122,7 @@ class Pipeline:
         t_enc = time.perf_counter()
         results = [(head, head.predict(enc.embeddings, analyses)) for head in self.bundle.heads]
         has_images = any(ev.image is not None for ev in events)
-        views = self.images.run(events) if has_images else [None] * len(events)
+        views = self.images.run(events, progress) if has_images else [None] * len(events)
         t_img = time.perf_counter()
         out: list[LabeledEvent] = []
         for i, ev in enumerate(events):

@@ -167,7 +167,12 @@ def build_worker(
     server = None
     if settings.metrics_port is not None:
         server = HealthServer(
-            metrics, worker.readiness, lambda: worker.heartbeat, settings.metrics_port
+            metrics,
+            worker.readiness,
+            lambda: worker.heartbeat,
+            settings.metrics_port,
+            host=settings.metrics_host,
+            request_timeout_s=settings.metrics_request_timeout_s,
         ).start()
-        log.info("metrics and health on port %d", server.port)
+        log.info("metrics and health on %s:%d", server.host, server.port)
     return worker, server

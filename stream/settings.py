@@ -184,7 +184,26 @@ class Settings(BaseSettings):
     image_fetch_allow_private: bool = Field(
         False, description="allow private/loopback addresses (tests, closed networks only)"
     )
-    image_fetch_timeout_s: float = Field(5.0, description="timeout of one image fetch")
+    image_fetch_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="deadline of one image fetch, all of it: connect, headers, body and "
+        "redirects (a server that trickles bytes is cut off at it)",
+    )
+    image_fetch_concurrency: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="image URLs of one batch fetched at the same time (a thread pool of this "
+        "size, kept across batches)",
+    )
+    image_fetch_batch_budget_s: float = Field(
+        10.0,
+        gt=0,
+        description="longest a batch waits for its image URLs; those not fetched by then get "
+        "image_error batch_fetch_budget and their events are labelled from text, so slow "
+        "image servers cannot stall the worker",
+    )
     image_cells_top_k: int | None = Field(None, description="image cells per label (default k)")
 
     # Batching and limits
@@ -235,6 +254,18 @@ class Settings(BaseSettings):
         description="name of this worker in every output event (default: host name and process id)",
     )
     metrics_port: int | None = Field(None, description="serve /metrics, /healthz, /readyz")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="address the /metrics, /healthz, /readyz server binds: loopback by "
+        "default; the container image sets 0.0.0.0 so Prometheus and probes reach it over "
+        "the container network (docs/decisions/0015)",
+    )
+    metrics_request_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="longest one request to the metrics/health server may take, from "
+        "connecting to the last byte of the answer: a slow or silent client is disconnected",
+    )
     reload_interval_s: float = Field(2.0, description="bundle hot-reload check; 0 disables")
     kafka_stats_interval_ms: int = Field(
         2_000, description="librdkafka statistics: lag metrics, and noticing a broker is back"

@@ -160,8 +160,49 @@ def test_worker_and_aggregator_services(services: dict[str, Any]) -> None:
     assert "container_name" not in worker and "ports" not in worker  # replicas must not clash
     assert agg["command"][0] == "aggregate"
     port = agg["command"][agg["command"].index("--web-port") + 1]
-    assert f"{port}:{port}" in agg["ports"]
+    assert f"127.0.0.1:{port}:{port}" in agg["ports"]
+    # inside the compose network the servers bind every interface: Prometheus scrapes them
+    assert worker["environment"]["CRISIS_METRICS_HOST"] == "0.0.0.0"
+    assert agg["environment"]["CRISIS_AGG_WEB_BIND"] == "0.0.0.0"
     assert f"127.0.0.1:{port}/healthz" in " ".join(agg["healthcheck"]["test"])
+
+
+def _published(entry: Any) -> tuple[str | None, str]:
+    """(host address or None for every interface, container port) of one ``ports`` entry, in
+    the short form (``[HOST:]PUBLISHED:TARGET[/PROTO]``) or the long form (a mapping)."""
+    if isinstance(entry, dict):
+        return entry.get("host_ip"), str(entry["target"])
+    text = str(entry).split("/")[0]
+    if text.startswith("["):  # [::1]:29092:29092
+        host, _, rest = text[1:].partition("]:")
+        return host, rest.rsplit(":", 1)[-1]
+    parts = text.split(":")
+    return (parts[0] if len(parts) == 3 else None), parts[-1]
+
+
+def test_every_published_port_binds_loopback(compose: dict[str, Any]):
+    """Kafka, the aggregator and Prometheus have no authentication: publishing them on every
+    host interface would let anyone on the network produce, delete topics or skip events."""
+    published = []
+    for name, svc in compose["services"].items():
+        for entry in svc.get("ports", []):
+            host, target = _published(entry)
+            assert host in {"127.0.0.1", "::1"}, f"{name} publishes {entry!r} beyond loopback"
+            published.append(target)
+        assert "network_mode" not in svc or svc["network_mode"] != "host", name
+    assert {"29092", "6066", "9090"} <= set(published)
+    header = COMPOSE.read_text().split("services:", 1)[0]
+    assert "127.0.0.1" in header and "expose" in header  # how to expose one on purpose
+
+
+def test_published_port_parsing():
+    assert _published("127.0.0.1:29092:29092") == ("127.0.0.1", "29092")
+    assert _published("29092:29092") == (None, "29092")
+    assert _published("0.0.0.0:9090:9090/tcp") == ("0.0.0.0", "9090")
+    assert _published("[::1]:6066:6066") == ("::1", "6066")
+    assert _published({"target": 6066, "published": 6066}) == (None, "6066")
+    assert _published({"target": 6066, "host_ip": "127.0.0.1"}) == ("127.0.0.1", "6066")
+    assert _published(9090) == (None, "9090")
 
 
 def test_prometheus_scrapes_every_worker_and_the_aggregator(services: dict[str, Any]) -> None:
@@ -240,6 +281,9 @@ def test_dockerfile_stages() -> None:
     assert f"--out {bundle.group(1)} " in build_runs
     assert f"models verify {bundle.group(1)}" in build_runs
     assert re.search(r"CRISIS_METRICS_PORT=9108\b", env)
+    # both servers default to loopback; in the container they must be reachable over its network
+    assert re.search(r"CRISIS_METRICS_HOST=0\.0\.0\.0\b", env)
+    assert re.search(r"CRISIS_AGG_WEB_BIND=0\.0\.0\.0\b", env)
 
 
 def test_dockerfile_runtime_contract() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +19,7 @@ from stream.ops.health import HealthServer
 from stream.ops.prometheus import WorkerMetrics
 from stream.ops.reload import BundleReloader
 from stream.pipeline import Pipeline
-from stream.runtime import build_pipeline, make_sink, make_source
+from stream.runtime import build_pipeline, build_worker, make_sink, make_source
 from stream.settings import Settings
 from stream.sinks import MemorySink
 from stream.sources import MemorySource
@@ -276,3 +277,78 @@ def test_a_replica_without_partitions_is_idle_but_ready(noida: BrokerHandle, bun
     finally:
         for w in workers:
             w.shutdown()
+
+
+# -- the metrics/health server: bind address and slow clients -------------------------------
+
+
+def _health_server(request_timeout_s: float) -> HealthServer:
+    metrics = WorkerMetrics()
+    return HealthServer(
+        metrics,
+        lambda: (True, "ok"),
+        time.monotonic,
+        0,
+        "127.0.0.1",
+        request_timeout_s=request_timeout_s,
+    ).start()
+
+
+def _closed_by_server(conn: socket.socket, within_s: float, trickle: bool = False) -> float:
+    """Seconds until the server closes ``conn`` (a client that sends nothing, or one byte of
+    a never-ending request line every 0.2 s); fails after ``within_s``."""
+    t0 = time.monotonic()
+    conn.settimeout(0.2)
+    sent = 0
+    while time.monotonic() - t0 < within_s:
+        try:
+            if conn.recv(1024) == b"":
+                return time.monotonic() - t0
+        except TimeoutError:
+            if trickle:
+                try:
+                    conn.sendall(b"GET /healthz"[sent % 12 : sent % 12 + 1])
+                except OSError:  # reset: closed
+                    return time.monotonic() - t0
+                sent += 1
+        except OSError:
+            return time.monotonic() - t0
+    raise AssertionError(f"the server kept the connection open for {within_s}s")
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["silent", "trickling"])
+def test_a_slow_client_neither_blocks_healthz_nor_holds_the_server(trickle: bool):
+    server = _health_server(request_timeout_s=1.0)
+    try:
+        slow = socket.create_connection(("127.0.0.1", server.port))
+        try:
+            if trickle:
+                slow.sendall(b"G")
+            t0 = time.monotonic()
+            assert _get(server.port, "/healthz")[0] == 200  # another client is served at once
+            assert time.monotonic() - t0 < 0.5
+            # and the slow one is disconnected at the request timeout, not held forever
+            assert _closed_by_server(slow, within_s=4.0, trickle=trickle) < 2.0
+        finally:
+            slow.close()
+    finally:
+        server.stop()
+
+
+def test_the_metrics_server_binds_loopback_unless_told(tmp_path: Path):
+    field = Settings.model_fields["metrics_host"]
+    assert field.description and Settings().metrics_host == "127.0.0.1"
+    assert Settings.model_fields["metrics_request_timeout_s"].description
+    events = tmp_path / "in.jsonl"
+    events.write_bytes(b"")
+    settings = Settings(
+        bundle=BUNDLE, metrics_port=0, metrics_host="127.0.0.1", reload_interval_s=0
+    )
+    worker, server = build_worker(settings, f"file:{events}", f"dir:{tmp_path / 'out'}")
+    assert server is not None
+    try:
+        assert server.host == "127.0.0.1"
+        assert _get(server.port, "/healthz")[0] == 200
+    finally:
+        server.stop()
+        worker.shutdown()

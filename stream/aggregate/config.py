@@ -35,7 +35,7 @@ class AggregatorConfig:
     expires_s: int = 86_400
     max_skew_s: int = 86_400  # event times further from the record timestamp are not trusted
     web_port: int = DEFAULT_WEB_PORT
-    web_bind: str = "0.0.0.0"
+    web_bind: str = "127.0.0.1"  # the container image sets 0.0.0.0 (docs/decisions/0015)
     partitions: int | None = None
     replication: int = 1
     top_words: int = 10

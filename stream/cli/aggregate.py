@@ -68,7 +68,14 @@ __all__ = ["aggregate"]
     default=DEFAULT_WEB_PORT,
     show_default=True,
 )
-@click.option("--web-bind", envvar="CRISIS_AGG_WEB_BIND", default="0.0.0.0", show_default=True)
+@click.option(
+    "--web-bind",
+    envvar="CRISIS_AGG_WEB_BIND",
+    default="127.0.0.1",
+    show_default=True,
+    help="address the web views bind (CRISIS_AGG_WEB_BIND): loopback unless exposed on "
+    "purpose; the container image sets 0.0.0.0",
+)
 @click.option(
     "--partitions",
     type=click.IntRange(min=1),

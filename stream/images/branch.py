@@ -2,20 +2,21 @@
 each into calibrated per-task logits, exact cell rationales and cross-modal links.
 
 An image problem never drops an event: its :class:`ImageView` carries the error instead, and
-the pipeline labels the event from its text with ``image_error`` set.
+the pipeline labels the event from its text with ``image_error`` set. That includes a URL not
+fetched within the batch's time budget (:class:`stream.images.source.BatchLoader`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from stream.images.decode import ImageError, decode_image
-from stream.images.source import ImageOptions, load_image_bytes
+from stream.images.source import BatchLoader, ImageOptions
 from stream.models.image import ImageModel
 from stream.models.manifest import FusionWeights
 from stream.models.text import TextEncoder
@@ -75,29 +76,37 @@ class ImageBranch:
         self.model = model
         self.options = options or ImageOptions()
         self.text_encoder = text_encoder
+        self.loader = BatchLoader(self.options)
         self._words: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def run(self, events: Sequence[InputEvent]) -> list[ImageView | None]:
-        """One view per event (None when the event has no image), images encoded together."""
+    def run(
+        self, events: Sequence[InputEvent], progress: Callable[[], None] | None = None
+    ) -> list[ImageView | None]:
+        """One view per event (None when the event has no image), images encoded together.
+
+        ``progress`` is called while the batch's URLs are being fetched (after each completed
+        fetch and at least every second), so a caller can show it is alive meanwhile.
+        """
+        if self.model is None:
+            error = "no_image_encoder: this bundle has no image encoder"
+            return [None if ev.image is None else ImageView(error=error) for ev in events]
         views: list[ImageView | None] = [None] * len(events)
         pending: list[tuple[int, np.ndarray]] = []
         opts = self.options
+        size = self.model.encoder.size
         left = opts.batch_max_pixels  # decoding cost of this batch, in header pixels
-        for i, ev in enumerate(events):
-            if ev.image is None:
-                continue
-            if self.model is None:
-                views[i] = ImageView(error="no_image_encoder: this bundle has no image encoder")
-                continue
+        wanted = [(i, ev.image) for i, ev in enumerate(events) if ev.image is not None]
+        loaded = self.loader.load([ref for _, ref in wanted], progress)
+        for (i, _), data in zip(wanted, loaded, strict=True):
             try:
-                data = load_image_bytes(ev.image, opts)
-                size = self.model.encoder.size
+                if isinstance(data, Exception):
+                    raise data
                 img = decode_image(data, size, opts.max_pixels, opts.max_bytes, batch_left=left)
             except ImageError as exc:
                 views[i] = ImageView(error=str(exc))
                 continue
             except Exception as exc:  # an image problem never drops an event
-                log.warning("image of event %s failed unexpectedly", ev.id, exc_info=True)
+                log.warning("image of event %s failed unexpectedly", events[i].id, exc_info=exc)
                 views[i] = ImageView(error=f"image_failed: {type(exc).__name__}")
                 continue
             left -= img.width * img.height

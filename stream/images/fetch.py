@@ -4,6 +4,12 @@ A URL in an event is attacker-controlled, so fetching (off by default) only goes
 hosts, resolves the name itself and refuses private, loopback, link-local and other non-global
 addresses (unless explicitly allowed), then connects to the address it checked (no second DNS
 lookup to rebind), and caps size, time and redirects (each hop is checked again).
+
+The time cap is one deadline for the whole request (connect, TLS handshake, headers, body and
+every redirect hop): each socket operation gets only the time left, so a server that trickles
+a byte at a time cannot stretch a per-read timeout into an unbounded fetch. Name resolution
+(``getaddrinfo``) has no timeout of its own; the per-batch budget of
+:class:`stream.images.source.BatchLoader` bounds what it can cost the worker.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from stream.images.decode import ImageError
@@ -121,26 +128,94 @@ def _resolve(host: str, port: int, allow_private: bool) -> str:
     return str(checked[0])
 
 
+class _Deadline:
+    """Socket mixin: every blocking call may use only the time left until ``deadline``.
+
+    ``http.client`` reads through ``makefile()``, whose reads end in ``recv_into``; setting the
+    timeout to the remaining time before each call turns per-read timeouts into one deadline.
+    """
+
+    deadline: float = float("inf")
+
+    def _arm(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request deadline passed")
+        self.settimeout(remaining)  # type: ignore[attr-defined]
+
+    def recv(self, *args: Any) -> Any:
+        self._arm()
+        return super().recv(*args)  # type: ignore[misc]
+
+    def recv_into(self, *args: Any) -> Any:
+        self._arm()
+        return super().recv_into(*args)  # type: ignore[misc]
+
+    def send(self, *args: Any) -> Any:
+        self._arm()
+        return super().send(*args)  # type: ignore[misc]
+
+    def sendall(self, *args: Any) -> Any:
+        self._arm()
+        return super().sendall(*args)  # type: ignore[misc]
+
+
+class _DeadlineSocket(_Deadline, socket.socket):
+    pass
+
+
+class _DeadlineSSLSocket(_Deadline, ssl.SSLSocket):
+    def do_handshake(self, *args: Any) -> None:
+        self._arm()  # the handshake's retry loop treats the socket timeout as its deadline
+        super().do_handshake(*args)
+
+
+def _connect(ip: str, port: int, deadline: float) -> _DeadlineSocket:
+    """A TCP connection to an already checked address, every operation within ``deadline``."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = _DeadlineSocket(family, socket.SOCK_STREAM)
+    sock.deadline = deadline
+    try:
+        sock._arm()
+        sock.connect((ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _PinnedHTTP(http.client.HTTPConnection):
     """Connects to an address that was already checked, sends the URL's host name."""
 
-    def __init__(self, host: str, port: int, ip: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, port: int, ip: str, deadline: float) -> None:
+        super().__init__(host, port)
         self._ip = ip
+        self._deadline = deadline
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = _connect(self._ip, self.port, self._deadline)
 
 
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, ip: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._ip = ip
-        self._tls = ssl.create_default_context()
+class _PinnedHTTPS(_PinnedHTTP):
+    default_port = http.client.HTTPS_PORT  # so the Host header omits :443, as it should
 
     def connect(self) -> None:
-        raw = socket.create_connection((self._ip, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+        raw = _connect(self._ip, self.port, self._deadline)
+        tls = ssl.create_default_context()
+        tls.sslsocket_class = _DeadlineSSLSocket
+        try:
+            sock = tls.wrap_socket(raw, server_hostname=self.host, do_handshake_on_connect=False)
+        except BaseException:
+            raw.close()
+            raise
+        assert isinstance(sock, _DeadlineSSLSocket)
+        sock.deadline = self._deadline
+        try:
+            sock.do_handshake()
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 def _split(url: str) -> tuple[SplitResult, str, int]:
@@ -173,7 +248,6 @@ def _request_path(parts: SplitResult) -> str:
 
 
 def _read_body(
-    conn: http.client.HTTPConnection,
     resp: http.client.HTTPResponse,
     policy: FetchPolicy,
     deadline: float,
@@ -187,9 +261,7 @@ def _read_body(
     chunks: list[bytes] = []
     total = 0
     while True:
-        remaining = _time_left(deadline, policy)
-        if conn.sock is not None:
-            conn.sock.settimeout(remaining)
+        _time_left(deadline, policy)  # the socket enforces it too, within each read
         chunk = resp.read1(65536)
         if not chunk:
             break
@@ -205,9 +277,9 @@ def _get(url: str, policy: FetchPolicy, deadline: float) -> tuple[int, str | Non
     if not host_allowed(host, policy.allow_hosts):
         raise ImageError("fetch_refused", f"host {host} is not in CRISIS_IMAGE_FETCH_ALLOW_HOSTS")
     ip = _resolve(host, port, policy.allow_private)
-    remaining = _time_left(deadline, policy)
+    _time_left(deadline, policy)
     conn_type = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
-    conn = conn_type(host, port, ip, remaining)
+    conn = conn_type(host, port, ip, deadline)
     try:
         headers = {"User-Agent": "crisis-stream", "Accept": "image/*"}
         conn.request("GET", _request_path(parts), headers=headers)
@@ -216,7 +288,9 @@ def _get(url: str, policy: FetchPolicy, deadline: float) -> tuple[int, str | Non
             return resp.status, resp.getheader("Location"), b""
         if resp.status != 200:
             raise ImageError("fetch_failed", f"HTTP {resp.status} from {host}")
-        return 200, None, _read_body(conn, resp, policy, deadline)
+        return 200, None, _read_body(resp, policy, deadline)
+    except TimeoutError as exc:
+        raise ImageError("fetch_failed", f"{host}: timed out after {policy.timeout_s}s") from exc
     except (OSError, http.client.HTTPException, UnicodeError, ValueError) as exc:
         raise ImageError("fetch_failed", f"{host}: {exc or type(exc).__name__}") from exc
     finally:

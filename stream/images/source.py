@@ -4,6 +4,10 @@ Events arrive from a shared topic, so none of the three may become a way to read
 what the operator did not mean to expose: base64 is size-capped before it is decoded, local
 paths are confined to one image root (and disabled without one), and URL fetching is off
 unless enabled with a host allowlist (see :mod:`stream.images.fetch`).
+
+A batch's URLs are fetched concurrently on a small bounded thread pool and under one time
+budget for the batch (:class:`BatchLoader`), so slow servers cannot hold the worker's step for
+the sum of their timeouts.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ import base64
 import binascii
 import os
 import stat
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +29,10 @@ from stream.images.fetch import FetchPolicy, fetch_url
 from stream.schemas import ImageRef
 from stream.settings import DEFAULT_BATCH_MAX_PIXELS
 
-__all__ = ["ImageOptions", "decode_base64", "load_image_bytes", "read_local"]
+__all__ = ["BatchLoader", "ImageOptions", "decode_base64", "load_image_bytes", "read_local"]
+
+#: longest wait for a fetch to complete before the progress callback is called again
+_PROGRESS_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ class ImageOptions:
     fetch_allow_hosts: tuple[str, ...] = ()
     fetch_allow_private: bool = False
     fetch_timeout_s: float = 5.0
+    fetch_concurrency: int = 8
+    fetch_batch_budget_s: float = 10.0
     cells_top_k: int | None = None
 
     @classmethod
@@ -56,6 +69,8 @@ class ImageOptions:
             fetch_allow_hosts=tuple(get("image_fetch_allow_hosts", ())),
             fetch_allow_private=bool(get("image_fetch_allow_private", False)),
             fetch_timeout_s=float(get("image_fetch_timeout_s", 5.0)),
+            fetch_concurrency=int(get("image_fetch_concurrency", 8)),
+            fetch_batch_budget_s=float(get("image_fetch_batch_budget_s", 10.0)),
             cells_top_k=getattr(settings, "image_cells_top_k", None),
         )
 
@@ -142,3 +157,97 @@ def load_image_bytes(ref: ImageRef, options: ImageOptions) -> bytes:
             )
         return fetch_url(ref.url, options.fetch_policy())
     raise ImageError("empty", "image reference without b64, path or url")
+
+
+#: what :meth:`BatchLoader.load` gives per reference: the bytes, or why there are none
+Loaded = bytes | Exception
+
+
+def _outcome(future: Future[bytes]) -> Loaded:
+    try:
+        return future.result()
+    except Exception as exc:  # reported per image by the caller, never raised
+        return exc
+
+
+class BatchLoader:
+    """The image bytes of one batch's references, in order.
+
+    Inline and local images are read at once. URLs are fetched concurrently on a thread pool of
+    ``options.fetch_concurrency`` threads (created on first use, kept across batches), and the
+    batch waits for them at most ``options.fetch_batch_budget_s``: a URL not fetched by then
+    gets ``ImageError("batch_fetch_budget", ...)``. A fetch still running past the budget ends
+    at its own deadline (``fetch_timeout_s``) and its result is dropped. While it waits, the
+    loader calls ``progress`` after every completed fetch and at least every second, so a
+    caller's liveness signal stays fresh during a long batch.
+    """
+
+    def __init__(self, options: ImageOptions) -> None:
+        self.options = options
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=max(1, self.options.fetch_concurrency),
+                    thread_name_prefix="image-fetch",
+                )
+            return self._pool
+
+    def load(
+        self, refs: Sequence[ImageRef], progress: Callable[[], None] | None = None
+    ) -> list[Loaded]:
+        opts = self.options
+        out: list[Loaded | None] = [None] * len(refs)
+        fetches: dict[Future[bytes], int] = {}
+        for i, ref in enumerate(refs):
+            if ref.b64 is None and ref.path is None and ref.url is not None and opts.fetch_enabled:
+                fetches[self._executor().submit(fetch_url, ref.url, opts.fetch_policy())] = i
+                continue
+            try:
+                out[i] = load_image_bytes(ref, opts)
+            except Exception as exc:  # reported per image by the caller, never raised
+                out[i] = exc
+        if fetches:
+            self._wait(fetches, out, progress)
+        return [x if x is not None else ImageError("empty", "no image") for x in out]
+
+    def _wait(
+        self,
+        fetches: dict[Future[bytes], int],
+        out: list[Loaded | None],
+        progress: Callable[[], None] | None,
+    ) -> None:
+        budget = self.options.fetch_batch_budget_s
+        end = time.monotonic() + budget
+        pending = set(fetches)
+        while pending:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            done, pending = wait(
+                pending, timeout=min(left, _PROGRESS_EVERY_S), return_when=FIRST_COMPLETED
+            )
+            for future in done:
+                out[fetches[future]] = _outcome(future)
+            if progress is not None:
+                progress()
+        for future in pending:
+            # not started yet: never will be; running: ends at its own deadline, unused
+            if not future.cancel() and future.done():  # finished just now: use it
+                out[fetches[future]] = _outcome(future)
+                continue
+            out[fetches[future]] = ImageError(
+                "batch_fetch_budget",
+                f"not fetched within the batch's {budget:g}s budget "
+                "(CRISIS_IMAGE_FETCH_BATCH_BUDGET_S)",
+            )
+
+    def close(self) -> None:
+        """Stop the pool's threads once their current fetches end (idempotent)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

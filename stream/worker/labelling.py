@@ -47,9 +47,15 @@ class Outcome:
 class Labeller:
     """Labels batches with ``pipeline`` (swapped by hot reload between batches)."""
 
-    def __init__(self, pipeline: Pipeline, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        clock: Callable[[], float],
+        progress: Callable[[], None] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.clock = clock
+        self.progress = progress  # called during long image work: keeps liveness fresh
         self.guard: Guard[Queued] = Guard()
 
     def label(self, batch: list[Queued]) -> Outcome:
@@ -77,7 +83,10 @@ class Labeller:
 
     def _run(self, batch: list[Queued]) -> BatchResult:
         return self.pipeline.label_batch(
-            [q.event for q in batch], [q.origin for q in batch], [q.received for q in batch]
+            [q.event for q in batch],
+            [q.origin for q in batch],
+            [q.received for q in batch],
+            progress=self.progress,
         )
 
     def _one_by_one(self, batch: list[Queued]) -> Outcome:

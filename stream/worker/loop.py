@@ -69,7 +69,7 @@ class Worker:
             sink, self.tracker, self.observer, settings.dlq_topic, self._on_sink_full, clock
         )
         #: faults of the system: labelling that fails for most events, missing output topics
-        self.labeller = Labeller(pipeline, clock)
+        self.labeller = Labeller(pipeline, clock, self._beat)
         self.labelling = self.labeller.guard
         self.topics: Guard[None] = Guard(min_s=2.0)
         self._topics_checked = False
@@ -153,6 +153,10 @@ class Worker:
             n = len(self.labelling.held)
             return f"labelling fails ({self.labelling.reason}); {n} events held, retrying"
         return None
+
+    def _beat(self) -> None:
+        """Liveness (``/healthz``): the loop is turning, also inside a long batch."""
+        self.heartbeat = time.monotonic()
 
     # -- one iteration -----------------------------------------------------------------------
     def step(self) -> bool:
