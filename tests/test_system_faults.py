@@ -88,10 +88,10 @@ def test_one_poison_event_among_good_ones_is_still_a_dead_letter(bundle: Bundle)
     """The guard must not hold the stream for a single bad event: the built-in texts pass."""
 
     class Poisoned(Pipeline):
-        def label_batch(self, events, origins, received=None):  # type: ignore[no-untyped-def]
+        def label_batch(self, events, origins, received=None, progress=None):  # type: ignore[no-untyped-def]
             if any(e.id == "poison" for e in events):
                 raise ValueError("this event breaks the model")
-            return super().label_batch(events, origins, received)
+            return super().label_batch(events, origins, received, progress)
 
     values = [*sample_events()[:5], orjson.dumps({"id": "poison", "text": "x"})]
     source, sink = MemorySource(values, topic="in"), MemorySink()
