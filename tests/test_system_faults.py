@@ -279,3 +279,112 @@ def test_a_fenced_worker_exits_instead_of_living_on_as_a_zombie(
         first.kill()
         if second is not None:
             second.terminate()
+
+
+def _relabelled(src: Path, dst: Path, old: str, new: str) -> Path:
+    """A copy of ``src`` whose informative head calls ``old`` ``new`` (a new route topic)."""
+    shutil.copytree(src, dst)
+    manifest = orjson.loads((dst / "manifest.json").read_bytes())
+    head = next(h for h in manifest["heads"] if h["task"] == "informative")
+    head["labels"] = [new if lab == old else lab for lab in head["labels"]]
+    manifest["version"] = "2.0.0-relabelled"
+    (dst / "manifest.json").write_bytes(orjson.dumps(manifest))
+    return dst
+
+
+@pytest.mark.kafka
+def test_hot_reload_chaos_on_a_live_stream(noida: BrokerHandle, tmp_path: Path):
+    """On a real broker, with a second worker joining (a rebalance) in the middle: a bundle
+    whose hashes verify but whose head cannot label is refused; a bundle with a new label
+    whose route topic does not exist (auto-creation off) is refused until the topic exists,
+    then served. No event is lost, none is dead-lettered, nothing is sent to the missing topic
+    (events handed over in the rebalance may be labelled twice: at least once)."""
+    from stream.ops.reload import BundleReloader
+
+    good = tmp_path / "v1"
+    shutil.copytree(BUNDLE, good)
+    current = tmp_path / "current"
+    current.symlink_to(good, target_is_directory=True)
+    settings = noida.settings(
+        bundle=current,
+        batch_max_events=8,
+        route_labels=True,
+        kafka={"allow.auto.create.topics": "false"},
+    )
+    heads = {"informative": ["informative", "not_informative"]}
+    topics = [settings.input_topic, *settings.output_topics(), *settings.route_topics(heads)]
+    ensure_topics(
+        settings.kafka_common(), {t: 2 if t == settings.input_topic else 1 for t in topics}
+    )
+    results: list[str] = []
+
+    def worker() -> Worker:
+        reloader = BundleReloader(
+            current,
+            lambda p: build_pipeline(settings.model_copy(update={"bundle": p})),
+            interval_s=3600,
+            on_result=results.append,
+        )
+        return Worker(
+            settings,
+            make_source("kafka", settings),
+            make_sink("kafka", settings),
+            build_pipeline(settings),
+            reloader=reloader,
+        )
+
+    workers = [worker()]
+    total = 0
+
+    def wave(n: int, tag: str) -> None:
+        nonlocal total
+        seed(noida.bootstrap, settings.input_topic, make_events(n, prefix=tag))
+        total += n
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for w in workers:
+                w.step()
+            if sum(w.stats.completed for w in workers) >= total:
+                return
+        raise AssertionError("stream stalled")
+
+    def swap(target: Path) -> None:
+        current.unlink()
+        current.symlink_to(target, target_is_directory=True)
+        for w in workers:
+            assert w.reloader is not None
+            w.reloader.check()
+
+    try:
+        wave(40, "a")
+        swap(_misfit_head(BUNDLE, tmp_path / "misfit"))
+        wave(40, "b")
+        assert results == ["refused"]
+        current.unlink()  # the operator puts the good bundle back (a new worker needs one)
+        current.symlink_to(good, target_is_directory=True)
+        workers.append(worker())  # a rebalance while a new bundle waits
+        relabelled = _relabelled(BUNDLE, tmp_path / "v2", "informative", "informative_v2")
+        swap(relabelled)
+        wave(40, "c")  # route topic missing: the worker refuses the swap, the old one serves
+        assert "refused" in results[1:] and "route topics" in (workers[0].reloader.last_error or "")
+        ensure_topics(
+            settings.kafka_common(), {f"{settings.output_topic}.informative.informative_v2": 1}
+        )
+        for w in workers:
+            assert w.reloader is not None
+            w.reloader._retry_at = 0.0
+            w.reloader.check()
+        wave(40, "d")
+    finally:
+        for w in workers:
+            w.shutdown()
+    assert all(w.stats.redelivered == 0 for w in workers)  # never sent to a missing topic
+    out = read_all(noida.bootstrap, settings.output_topic, total)
+    versions: dict[str, set[str]] = {}
+    for o in out:
+        versions.setdefault(o["id"], set()).add(o["model"]["version"])
+    assert set(versions) == {f"{t}-{i}" for t in "abcd" for i in range(40)}  # none lost
+    assert not read_all(noida.bootstrap, settings.dlq_topic, 0, timeout_s=3)
+    original = orjson.loads((BUNDLE / "manifest.json").read_bytes())["version"]
+    assert all(versions[f"{t}-{i}"] == {original} for t in "ab" for i in range(40))
+    assert all("2.0.0-relabelled" in versions[f"d-{i}"] for i in range(40))
