@@ -44,7 +44,7 @@ COMMANDS: dict[str, LazyCommand] = {
         (
             "config",
             "config:config",
-            "Print the configuration reference: every setting, its variable, type and default.",
+            "Print the effective settings (secrets masked), or with --reference every setting.",
         ),
         (
             "models",

@@ -11,6 +11,7 @@ from typing import Any
 import click
 import orjson
 
+from stream.cli.env import settings as load_settings
 from stream.cli.options import datasets_root_option
 from stream.settings import Settings
 
@@ -21,10 +22,7 @@ _BOUND_HELP = "offset:N, ts:ISO8601, ts:EPOCH_MS"
 
 
 def _settings(bootstrap: str | None, **overrides: Any) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if bootstrap is not None:
-        values["bootstrap_servers"] = bootstrap
-    return Settings(**values)
+    return load_settings(bootstrap_servers=bootstrap, **overrides)
 
 
 def _logging(verbose: bool) -> None:
