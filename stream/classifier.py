@@ -18,6 +18,7 @@ from stream.pipeline import Pipeline
 from stream.runtime import build_pipeline
 from stream.schemas import InputEvent, LabeledEvent, ModelInfo, Origin
 from stream.settings import Settings
+from stream.settings_load import load_settings
 
 __all__ = ["Classifier", "Item"]
 
@@ -92,7 +93,7 @@ class Classifier:
         }
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if settings is None:
-            settings = Settings(**overrides)
+            settings = load_settings(**overrides)
         elif overrides:
             settings = settings.model_copy(update=overrides)
         return cls(

@@ -13,13 +13,28 @@ import re
 import socket
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_BATCH_MAX_PIXELS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "Settings"]
+from stream.kafka_properties import read_client_properties
+
+__all__ = [
+    "CLIENT_PROPERTY_SETTINGS",
+    "DEFAULT_BATCH_MAX_PIXELS",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "Settings",
+]
 
 #: default cap on one image's width x height: a 6000 x 4000 (24 Mpx) camera photo
 DEFAULT_MAX_PIXELS = 24_000_000
@@ -39,6 +54,30 @@ _MASK = "**********"
 #: a list setting: from the environment a JSON list or comma-separated items
 #: (``CRISIS_IMAGE_FETCH_ALLOW_HOSTS=*.twimg.com,pbs.example.org``)
 EnvList = Annotated[list[str], NoDecode]
+#: closed sets of values (case-insensitive from the environment)
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"]
+#: librdkafka properties a ``client.properties`` file may give instead of the setting
+CLIENT_PROPERTY_SETTINGS = {
+    "bootstrap.servers": "bootstrap_servers",
+    "group.id": "group_id",
+    "group.instance.id": "group_instance_id",
+    "auto.offset.reset": "auto_offset_reset",
+    "session.timeout.ms": "session_timeout_ms",
+    "heartbeat.interval.ms": "heartbeat_interval_ms",
+    "auto.commit.interval.ms": "commit_interval_ms",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.key.password": "ssl_key_password",
+    "ssl.endpoint.identification.algorithm": "ssl_endpoint_identification_algorithm",
+    "statistics.interval.ms": "kafka_stats_interval_ms",
+}
 
 
 class Settings(BaseSettings):
@@ -78,8 +117,8 @@ class Settings(BaseSettings):
     route_tasks: EnvList = Field(
         default_factory=lambda: ["informative"], description="tasks route_labels publishes"
     )
-    auto_offset_reset: str = Field(
-        "earliest", description="where a new consumer group starts: earliest or latest"
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new consumer group starts"
     )
     session_timeout_ms: int = Field(
         10_000,
@@ -105,12 +144,10 @@ class Settings(BaseSettings):
     commit_wait_s: float = Field(
         5.0, gt=0, description="longest wait for a batch's acks in commit_every_batch mode"
     )
-    security_protocol: str | None = Field(
-        None, description="librdkafka security.protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+    security_protocol: SecurityProtocol | None = Field(
+        None, description="librdkafka security.protocol"
     )
-    sasl_mechanism: str | None = Field(
-        None, description="librdkafka sasl.mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ...)"
-    )
+    sasl_mechanism: SaslMechanism | None = Field(None, description="librdkafka sasl.mechanism")
     sasl_username: str | None = Field(None, description="SASL user name")
     sasl_password: SecretStr | None = Field(
         None,
@@ -134,18 +171,28 @@ class Settings(BaseSettings):
     ssl_key_password_file: Path | None = Field(
         None, description="file whose content is ssl_key_password"
     )
-    ssl_endpoint_identification_algorithm: str | None = Field(
-        None, description="'https' (librdkafka's default) checks the broker's host name"
+    ssl_endpoint_identification_algorithm: Literal["https", "none"] | None = Field(
+        None,
+        description="'https' (librdkafka's default) checks the broker's host name, 'none' does not",
     )
     kafka: dict[str, str] = Field(
         default_factory=dict,
         description="extra librdkafka properties (a JSON object; numbers and booleans are "
         "passed as strings; values of secret properties are masked everywhere)",
     )
+    client_properties: Path | None = Field(
+        None,
+        description="a client.properties file (Java properties, as Confluent Cloud, MSK or "
+        "Aiven hand out): its librdkafka properties go to every Kafka client, its Kafka "
+        "settings fill those not set here; CRISIS_* settings and CRISIS_KAFKA win over it "
+        "(see operations.md for the keys it drops)",
+    )
 
     # Model
     bundle: Path = Field(REPO_ROOT / "models" / "e5-crisis", description="model bundle directory")
-    precision: str | None = Field(None, description="int8 or fp32; default: the bundle's")
+    precision: Literal["int8", "fp32"] | None = Field(
+        None, description="encoder precision; default: the bundle's"
+    )
     threads: int | None = Field(
         None,
         description="onnxruntime intra-op threads per encoder; default: the cgroup CPU quota "
@@ -270,7 +317,38 @@ class Settings(BaseSettings):
     kafka_stats_interval_ms: int = Field(
         2_000, description="librdkafka statistics: lag metrics, and noticing a broker is back"
     )
-    log_level: str = Field("INFO", description="log level of the JSON logs on stderr")
+    log_level: LogLevel = Field("INFO", description="log level of the JSON logs on stderr")
+
+    _client_kafka: dict[str, str] = PrivateAttr(default_factory=dict)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("log_level", "security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "auto_offset_reset", "precision", "ssl_endpoint_identification_algorithm", mode="before"
+    )
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_from_client_properties(cls, data: Any) -> Any:
+        """Kafka settings not set otherwise come from ``client_properties`` (a set variable
+        wins; a secret given as ``<name>_file`` is never also taken from the file)."""
+        if not isinstance(data, dict) or not data.get("client_properties"):
+            return data
+        try:
+            props = read_client_properties(Path(data["client_properties"])).properties
+        except ValueError as exc:
+            raise ValueError(f"CRISIS_CLIENT_PROPERTIES={exc}") from None
+        for prop, name in CLIENT_PROPERTY_SETTINGS.items():
+            if prop in props and name not in data and f"{name}_file" not in data:
+                data[name] = props[prop]
+        return data
 
     @field_validator("route_tasks", "image_fetch_allow_hosts", mode="before")
     @classmethod
@@ -310,20 +388,36 @@ class Settings(BaseSettings):
             path: Path | None = getattr(self, f"{name}_file")
             if path is None:
                 continue
+            var = f"CRISIS_{name.upper()}"
             if getattr(self, name) is not None:
-                raise ValueError(f"set {name} or {name}_file, not both")
+                raise ValueError(f"set {var} or {var}_FILE, not both")
             try:
                 text = Path(path).read_text(encoding="utf-8")
             except OSError as exc:
-                raise ValueError(f"{name}_file {path}: cannot read it ({exc.strerror})") from None
+                raise ValueError(f"{var}_FILE={path}: cannot read it ({exc.strerror})") from None
             except UnicodeError:
-                raise ValueError(f"{name}_file {path}: not UTF-8 text") from None
+                raise ValueError(f"{var}_FILE={path}: not UTF-8 text") from None
             setattr(self, name, SecretStr(text.removesuffix("\n").removesuffix("\r")))
         return self
 
+    @model_validator(mode="after")
+    def _client_properties_rest(self) -> Settings:
+        """The file's other librdkafka properties, for :meth:`kafka_common`."""
+        if self.client_properties is not None:
+            found = read_client_properties(self.client_properties)
+            rest = {k: v for k, v in found.properties.items() if k not in CLIENT_PROPERTY_SETTINGS}
+            self._client_kafka, self._warnings = rest, found.warnings
+        return self
+
+    @property
+    def warnings(self) -> list[str]:
+        """What was dropped from ``client_properties``, one line each."""
+        return list(self._warnings)
+
     def kafka_common(self) -> dict[str, Any]:
-        """librdkafka properties shared by consumer, producer and admin client."""
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        """librdkafka properties shared by consumer, producer and admin client: those of
+        ``client_properties``, then the settings above, then ``kafka``."""
+        conf: dict[str, Any] = {**self._client_kafka, "bootstrap.servers": self.bootstrap_servers}
         if self.security_protocol:
             conf["security.protocol"] = self.security_protocol
         if self.sasl_mechanism:
@@ -355,6 +449,10 @@ class Settings(BaseSettings):
         doc: dict[str, Any] = self.model_dump(mode="json")
         return doc
 
+    def redacted_kafka(self) -> dict[str, Any]:
+        """:meth:`kafka_common` with every secret value masked."""
+        return _redact_kafka(self.kafka_common().items())
+
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         """``repr`` masks secrets in ``kafka`` too (SecretStr fields mask themselves)."""
         for name, value in super().__repr_args__():
@@ -375,5 +473,5 @@ class Settings(BaseSettings):
         ]
 
 
-def _redact_kafka(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+def _redact_kafka(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     return {k: _MASK if _SECRET_KEY.search(k) else v for k, v in items}

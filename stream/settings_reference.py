@@ -21,10 +21,17 @@ __all__ = ["render_reference"]
 _HEADER = """# Configuration
 
 Every setting of the worker reads `CRISIS_<NAME>` from the environment (pydantic-settings; a
-`.env` file is not read). List settings take a JSON list or comma-separated items. Secrets
+`.env` file is not read). List settings take a JSON list or comma-separated items; settings
+with a closed set of values list them as the type (any case is accepted). Secrets
 (`SecretStr`, and secret properties in `CRISIS_KAFKA`) never appear in logs, `repr` or
 validation errors; each secret can instead be read from a file named by `CRISIS_<NAME>_FILE`
 (e.g. `CRISIS_SASL_PASSWORD_FILE=/run/secrets/sasl_password`; one trailing newline is dropped).
+
+An invalid value stops every command with one line naming the variable (exit code 3); a
+`CRISIS_*` variable that is not a setting gets a warning with the closest name.
+`crisis-stream config` prints the effective settings (secrets masked). Kafka connection
+settings can also come from a `client.properties` file (`CRISIS_CLIENT_PROPERTIES`; see
+[operations.md](operations.md#kafka-connection-and-security)).
 
 Generated from `stream/settings.py`; regenerate with
 `crisis-stream config --reference > docs/configuration.md` (a test fails when this file is stale).
@@ -41,6 +48,8 @@ def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _type_name(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
         return " \\| ".join(_type_name(a) for a in typing.get_args(annotation))
     if origin is not None:

@@ -357,10 +357,10 @@ def _backtest_equals_evaluate(
     args += ["--against-precision", "fp32", "--topic", settings.input_topic, "--out", str(out)]
     res = runner.invoke(backtest_cmd, [*args, *boot, "--max-drop", "0.05"], catch_exceptions=False)
     assert res.exit_code == 0 and "gate passed" in res.output, res.output
-    if limit:  # a gate nothing can pass (B − A's upper end is never below -1) exits 3
+    if limit:  # a gate nothing can pass (B − A's upper end is never below -1) exits 6
         fail = [*args[:-1], str(tmp_path / "bt-gate"), *boot, "--max-drop", "-1"]
         res = runner.invoke(backtest_cmd, fail)
-        assert res.exit_code == 3 and "gate failed: informative" in res.output, res.output
+        assert res.exit_code == 6 and "gate failed: informative" in res.output, res.output
     summary = orjson.loads((out / "summary.json").read_bytes())
     assert summary["join"]["joined"] == summary["join"]["by_origin"] == n
     assert summary["tasks"]["informative"]["gold_difference"]["n"] == n

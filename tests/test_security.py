@@ -113,7 +113,7 @@ def test_a_secret_file_that_cannot_be_read_is_a_clear_error(
     from pydantic import ValidationError
 
     monkeypatch.setenv("CRISIS_SASL_PASSWORD_FILE", str(tmp_path / "missing"))
-    with pytest.raises(ValidationError, match="sasl_password_file"):
+    with pytest.raises(ValidationError, match="CRISIS_SASL_PASSWORD_FILE"):
         Settings()
     (tmp_path / "both").write_text(SECRET)
     monkeypatch.setenv("CRISIS_SASL_PASSWORD_FILE", str(tmp_path / "both"))

@@ -1,5 +1,6 @@
 """``python -m stream.aggregate``: the aggregator without the rest of the CLI."""
 
+from stream.cli import main
 from stream.cli.aggregate import aggregate
 
-aggregate(prog_name="python -m stream.aggregate")
+main(aggregate, prog_name="python -m stream.aggregate")

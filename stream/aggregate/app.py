@@ -37,7 +37,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -62,6 +62,7 @@ from stream.aggregate.records import (
     window_time,
     word_keys,
 )
+from stream.aggregate.security import broker_credentials, broker_urls
 from stream.aggregate.views import counts_payload, words_payload
 from stream.schemas import LabeledEvent
 
@@ -107,7 +108,8 @@ class _Progress:
 def _new_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faust.App:
     return faust.App(
         config.app_id,
-        broker=config.brokers(),
+        broker=broker_urls(config.kafka),
+        broker_credentials=broker_credentials(config.kafka),
         store="memory://",
         datadir=str(data_dir),
         topic_partitions=partitions,
@@ -318,12 +320,15 @@ def build_app(config: AggregatorConfig, partitions: int, data_dir: Path) -> faus
     return app
 
 
-def run_aggregator(bootstrap: str, web_port: int = DEFAULT_WEB_PORT, **options: Any) -> None:
+def run_aggregator(
+    kafka: Mapping[str, Any], web_port: int = DEFAULT_WEB_PORT, **options: Any
+) -> None:
     """Run the aggregator in the foreground until SIGTERM/SIGINT (then exit via SystemExit).
 
-    ``options`` are :class:`AggregatorConfig` fields (``topic``, ``window_s``, ...).
+    ``kafka`` is the librdkafka configuration (``Settings.kafka_common()``); ``options`` are
+    :class:`AggregatorConfig` fields (``topic``, ``window_s``, ...).
     """
-    config = AggregatorConfig(bootstrap=bootstrap, web_port=web_port, **options)
+    config = AggregatorConfig(kafka=kafka, web_port=web_port, **options)
     partitions = resolve_partitions(config)
     own_dir = config.data_dir is None
     data_dir = config.data_dir or Path(tempfile.mkdtemp(prefix="crisis-aggregate-"))

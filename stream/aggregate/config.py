@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -23,12 +25,18 @@ DEFAULT_WEB_PORT = 6066
 class AggregatorConfig:
     """Everything the aggregator needs; the ``aggregate`` command fills it from options/env.
 
+    ``kafka`` is the worker's librdkafka configuration
+    (:meth:`~stream.settings.Settings.kafka_common`): the admin client uses it as it is, faust
+    gets its broker URLs and credentials from it (:mod:`stream.aggregate.security`).
+
     ``partitions`` sizes the aggregator's own topics (the by-event repartition topic and the
     tables' changelogs, which faust requires to match); by default it follows the labelled
     topic, so the aggregator can use as many consumers as the worker's output has partitions.
     """
 
-    bootstrap: str = "127.0.0.1:9092"
+    kafka: Mapping[str, Any] = field(
+        default_factory=lambda: {"bootstrap.servers": "127.0.0.1:9092"}
+    )
     topic: str = "crisis.events.labeled"
     app_id: str = "crisis-aggregate"
     window_s: int = 300
@@ -52,16 +60,16 @@ class AggregatorConfig:
         if self.partitions is not None and self.partitions < 1:
             raise ConfigError("partitions must be >= 1")
 
-    def brokers(self) -> list[str]:
-        """faust's broker URLs for a librdkafka-style ``host:port,host:port`` list."""
-        return [f"kafka://{h.strip()}" for h in self.bootstrap.split(",") if h.strip()]
+    @property
+    def bootstrap(self) -> str:
+        return str(self.kafka.get("bootstrap.servers", ""))
 
 
 def resolve_partitions(config: AggregatorConfig, timeout_s: float = 30.0) -> int:
     """Partitions for the aggregator's own topics: ``config.partitions``, else the labelled
     topic's count. A missing labelled topic is created (so a fresh dev setup starts in any
     order) with that count, or 1."""
-    conf = {"bootstrap.servers": config.bootstrap}
+    conf = dict(config.kafka)
     try:
         md = AdminClient({**conf, "log_level": 0}).list_topics(timeout=timeout_s)
     except KafkaException as exc:

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from stream.cli.exits import EPILOG, exit_code
 from stream.cli.lazy import LazyCommand, LazyGroup
 from stream.errors import CrisisStreamError
 
@@ -44,7 +45,7 @@ COMMANDS: dict[str, LazyCommand] = {
         (
             "config",
             "config:config",
-            "Print the configuration reference: every setting, its variable, type and default.",
+            "Print the effective settings (secrets masked), or with --reference every setting.",
         ),
         (
             "models",
@@ -109,15 +110,17 @@ COMMANDS: dict[str, LazyCommand] = {
 }
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS)
+@click.group(cls=LazyGroup, lazy=COMMANDS, epilog=EPILOG)
 @click.version_option(package_name="crisis-stream")
 def cli() -> None:
     """Label crisis social-media events from Kafka with quantized ONNX encoders."""
 
 
-def main() -> None:
+def main(command: click.Command = cli, prog_name: str | None = None) -> None:
+    """Run ``command``; a deliberate error is one ``error:`` line and its exit code
+    (:mod:`stream.cli.exits`), anything else a traceback and exit 1."""
     try:
-        cli(standalone_mode=True)
+        command(prog_name=prog_name, standalone_mode=True)
     except CrisisStreamError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
+        sys.exit(exit_code(exc))

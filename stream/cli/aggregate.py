@@ -1,4 +1,10 @@
-"""``crisis-stream aggregate``: run the faust aggregator (options fall back to environment)."""
+"""``crisis-stream aggregate``: run the faust aggregator (options fall back to environment).
+
+Kafka connection and security come from the worker's settings (``CRISIS_BOOTSTRAP_SERVERS``,
+``CRISIS_SECURITY_PROTOCOL``, ``CRISIS_SASL_*``, ``CRISIS_SSL_*``, ``CRISIS_CLIENT_PROPERTIES``,
+``CRISIS_KAFKA``), so one environment configures both; the aggregator's own options are
+``CRISIS_AGG_*``.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +12,15 @@ import click
 
 from stream.aggregate.app import run_aggregator
 from stream.aggregate.config import DEFAULT_WEB_PORT
-from stream.errors import CrisisStreamError
+from stream.cli.env import settings as load_settings
 
 __all__ = ["aggregate"]
 
 
 @click.command("aggregate")
+@click.option("--bootstrap", help="Kafka bootstrap servers (default: CRISIS_BOOTSTRAP_SERVERS)")
 @click.option(
-    "--bootstrap",
-    envvar="CRISIS_BOOTSTRAP_SERVERS",
-    default="127.0.0.1:9092",
-    show_default=True,
-    help="Kafka bootstrap servers (CRISIS_BOOTSTRAP_SERVERS)",
-)
-@click.option(
-    "--topic",
-    envvar="CRISIS_OUTPUT_TOPIC",
-    default="crisis.events.labeled",
-    show_default=True,
-    help="labelled topic to aggregate (CRISIS_OUTPUT_TOPIC)",
+    "--topic", help="labelled topic to aggregate (default: CRISIS_OUTPUT_TOPIC, the worker's)"
 )
 @click.option(
     "--app-id",
@@ -98,10 +94,10 @@ __all__ = ["aggregate"]
     default=None,
     help="static group membership (a restart reclaims its partitions at once)",
 )
-@click.option("--log-level", envvar="CRISIS_LOG_LEVEL", default="INFO", show_default=True)
+@click.option("--log-level", help="default: CRISIS_LOG_LEVEL")
 def aggregate(
-    bootstrap: str,
-    topic: str,
+    bootstrap: str | None,
+    topic: str | None,
     app_id: str,
     window_s: int,
     expires_s: int,
@@ -112,24 +108,22 @@ def aggregate(
     replication: int,
     top_words: int,
     group_instance_id: str | None,
-    log_level: str,
+    log_level: str | None,
 ) -> None:
     """Count labelled events per time window and serve them on HTTP (JSON + an HTML page)."""
-    try:
-        run_aggregator(
-            bootstrap,
-            web_port,
-            topic=topic,
-            app_id=app_id,
-            window_s=window_s,
-            expires_s=expires_s,
-            max_skew_s=max_skew_s,
-            web_bind=web_bind,
-            partitions=partitions,
-            replication=replication,
-            top_words=top_words,
-            group_instance_id=group_instance_id,
-            log_level=log_level,
-        )
-    except CrisisStreamError as exc:
-        raise click.ClickException(str(exc)) from exc
+    settings = load_settings(bootstrap_servers=bootstrap, log_level=log_level)
+    run_aggregator(
+        settings.kafka_common(),
+        web_port,
+        topic=topic or settings.output_topic,
+        app_id=app_id,
+        window_s=window_s,
+        expires_s=expires_s,
+        max_skew_s=max_skew_s,
+        web_bind=web_bind,
+        partitions=partitions,
+        replication=replication,
+        top_words=top_words,
+        group_instance_id=group_instance_id,
+        log_level=settings.log_level,
+    )

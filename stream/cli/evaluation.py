@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import orjson
 
+from stream.cli.env import settings as load_settings
 from stream.data.crisismmd import find_dataset, load_split
 from stream.data.image_rows import read_image_rows
 from stream.evaluation.explain import ALL_CELLS, explain_event
@@ -17,7 +18,6 @@ from stream.images.source import ImageOptions
 from stream.models.bundle import load_bundle
 from stream.pipeline import Pipeline
 from stream.schemas import InputEvent
-from stream.settings import Settings
 
 __all__ = ["evaluate_images", "explain", "faithfulness"]
 
@@ -39,7 +39,7 @@ def explain(
 ) -> None:
     """Write a self-contained HTML explanation of the event in EVENT_FILE (one JSON object)."""
 
-    settings = Settings()
+    settings = load_settings()
     event = InputEvent.model_validate(orjson.loads(event_file.read_bytes()))
     options = ImageOptions.from_settings(settings)
     root = image_root or options.root or event_file.resolve().parent
@@ -99,7 +99,7 @@ def faithfulness(
     data = data or find_dataset()
     if data is None:
         raise click.UsageError("CrisisMMD not found: pass --data")
-    bundle = load_bundle(bundle_dir or Settings().bundle)
+    bundle = load_bundle(bundle_dir or load_settings().bundle)
     rows = load_split(data, task, split)
     if limit:
         rows = rows[:limit]
@@ -129,7 +129,7 @@ def evaluate_images(
 ) -> None:
     """Text-only / image-only / fused metrics on the agreed-split rows with local images."""
 
-    settings = Settings()
+    settings = load_settings()
     data = data or find_dataset()
     if data is None:
         raise click.UsageError("CrisisMMD not found: pass --data")

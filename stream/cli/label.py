@@ -177,12 +177,12 @@ def label(
     A line that cannot be labelled gives a line with an "error" object (kind, message) instead.
     """
     from stream.classifier import Classifier
+    from stream.cli.env import settings as load_settings
     from stream.ops.logs import configure
-    from stream.settings import Settings
 
     keep = _keep_fields(fields)
     configure("INFO" if verbose else "WARNING")
-    settings = Settings()
+    settings = load_settings()
     clf = Classifier.load(
         bundle, precision, threads, batch_size=batch_size, source="stdin", settings=settings
     )

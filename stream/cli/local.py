@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from stream.cli.env import settings as load_settings
 from stream.local.broker import LocalBroker
 from stream.local.demo import run_demo, seed
-from stream.settings import Settings
 
 __all__ = ["broker", "demo", "produce"]
 
@@ -26,7 +26,7 @@ __all__ = ["broker", "demo", "produce"]
 def demo(bundle: Path | None, broker_kind: str) -> None:
     """Start a local broker, seed sample crisis events, label them, print the results."""
     logging.basicConfig(level=logging.WARNING)
-    run_demo(bundle or Settings().bundle, broker_kind)  # type: ignore[arg-type]
+    run_demo(bundle or load_settings().bundle, broker_kind)  # type: ignore[arg-type]
 
 
 @click.command("broker")
@@ -44,10 +44,20 @@ def broker(kind: str, port: int, data_dir: Path) -> None:
 @click.command("produce")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--topic", default=None, help="default: the settings' input topic")
-@click.option("--bootstrap", default=None)
-def produce(path: Path, topic: str | None, bootstrap: str | None) -> None:
+@click.option(
+    "--bootstrap", default=None, help="Kafka bootstrap servers (CRISIS_BOOTSTRAP_SERVERS)"
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="seconds to wait for every record's acknowledgement (else exit 5)",
+)
+def produce(path: Path, topic: str | None, bootstrap: str | None, timeout_s: float) -> None:
     """Produce the lines of a JSONL file to a topic (keyed by event id)."""
-    settings = Settings() if bootstrap is None else Settings(bootstrap_servers=bootstrap)
+    settings = load_settings(bootstrap_servers=bootstrap)
     values = [line for line in path.read_bytes().splitlines() if line.strip()]
-    seed(settings.bootstrap_servers, topic or settings.input_topic, values)
+    seed(settings.kafka_common(), topic or settings.input_topic, values, timeout_s)
     click.echo(f"produced {len(values)} records")

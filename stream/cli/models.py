@@ -12,10 +12,10 @@ from stream.build.bundle import DEFAULT_ENCODER, HeadsFrom, build_bundle
 from stream.build.encoders import ENCODERS
 from stream.build.export import Activations
 from stream.build.labels import add_label
+from stream.cli.env import settings as load_settings
 from stream.cli.options import datasets_root_option
 from stream.data.crisismmd import find_dataset
 from stream.models.manifest import read_manifest, verify_files
-from stream.settings import Settings
 
 __all__ = ["models"]
 
@@ -90,7 +90,7 @@ def models_build(
     """Build a bundle from package-shipped weights (needs the build extra): the text encoder
     and heads, and (unless --no-image) the image encoder, concept space and fusion."""
 
-    default = Settings().bundle
+    default = load_settings().bundle
     if encoder != DEFAULT_ENCODER:
         default = default.with_name(ENCODERS[encoder].bundle_name)
     out = out or default
@@ -215,7 +215,7 @@ def models_crossval(
     from stream.build.crossval_run import format_report, run_crossval
     from stream.data.paths import datasets_root
 
-    bundle = bundle or Settings().bundle
+    bundle = bundle or load_settings().bundle
     root = data or datasets_root()
     if root is None:
         raise click.UsageError("no datasets found: pass --data (the folder holding crisismmd/ ...)")

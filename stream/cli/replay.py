@@ -11,6 +11,8 @@ from typing import Any
 import click
 import orjson
 
+from stream.cli.env import settings as load_settings
+from stream.cli.exits import ExitCode
 from stream.cli.options import datasets_root_option
 from stream.settings import Settings
 
@@ -21,10 +23,7 @@ _BOUND_HELP = "offset:N, ts:ISO8601, ts:EPOCH_MS"
 
 
 def _settings(bootstrap: str | None, **overrides: Any) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if bootstrap is not None:
-        values["bootstrap_servers"] = bootstrap
-    return Settings(**values)
+    return load_settings(bootstrap_servers=bootstrap, **overrides)
 
 
 def _logging(verbose: bool) -> None:
@@ -88,7 +87,7 @@ def replay(
     )
     if not res.complete:
         click.secho("warning: stopped on idle before the end of the range", fg="yellow", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.RUNTIME)
 
 
 @click.command("backtest")
@@ -110,7 +109,7 @@ def replay(
 @click.option(
     "--max-drop",
     type=float,
-    help="CI gate, A the candidate: exit 3 unless on every task with gold labels the paired "
+    help="CI gate, A the candidate: exit 6 unless on every task with gold labels the paired "
     "95 % interval puts A's macro-F1 at most this far below B's",
 )
 @_common
@@ -159,7 +158,7 @@ def backtest(
         for reason in failures:
             click.secho(f"gate failed: {reason}", fg="red", err=True)
         if failures:
-            raise click.exceptions.Exit(3)
+            raise click.exceptions.Exit(ExitCode.GATE_FAILED)
         click.echo(f"gate passed: A is at most {max_drop} macro-F1 below B on every gold task")
 
 

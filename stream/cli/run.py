@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
+from stream.cli.env import settings as load_settings
 from stream.ops.admin import ensure_topics
 from stream.ops.logs import configure
 from stream.runtime import build_worker, early_stop_flag, install_signal_handlers
-from stream.settings import Settings
 
 __all__ = ["run"]
 
@@ -55,18 +55,13 @@ def run(
     # orchestrator scaling down a starting replica is normal, not a crash.
     stop_early = early_stop_flag()
 
-    overrides = {
-        k: v
-        for k, v in {
-            "bootstrap_servers": bootstrap,
-            "group_id": group,
-            "input_topic": input_topic,
-            "bundle": bundle,
-            "precision": precision,
-        }.items()
-        if v is not None
-    }
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = load_settings(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        input_topic=input_topic,
+        bundle=bundle,
+        precision=precision,
+    )
     configure(settings.log_level)
     if create_topics:
         ensure_topics(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer
 
+from stream.errors import BrokerError
 from stream.local.broker import BrokerKind, LocalBroker
 from stream.local.console import render_event
 from stream.ops.admin import ensure_topics
@@ -90,8 +93,34 @@ def image_events(data_dir: Path | None) -> tuple[list[bytes], Path | None]:
     return [orjson.dumps(e) for e in out], root
 
 
-def seed(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 3})
+def _conf(kafka: str | Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka properties from a bootstrap string or a whole conf (``kafka_common()``)."""
+    return {"bootstrap.servers": kafka} if isinstance(kafka, str) else dict(kafka)
+
+
+def seed(
+    kafka: str | Mapping[str, Any], topic: str, values: list[bytes], timeout_s: float = 30.0
+) -> None:
+    """Produce ``values`` keyed by their ``id``; :class:`BrokerError` unless every one is
+    acknowledged within ``timeout_s``."""
+    conf = _conf(kafka)
+    failed: list[str] = []
+    broker_errors: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            failed.append(err.str())
+
+    p = Producer(
+        {
+            **conf,
+            "enable.idempotence": True,
+            "message.timeout.ms": int(timeout_s * 1000),
+            "error_cb": lambda err: broker_errors.append(err.str()),  # named in the error
+            "log_level": 0,
+        }
+    )
+
     for v in values:
         key = None
         try:
@@ -99,16 +128,23 @@ def seed(bootstrap: str, topic: str, values: list[bytes]) -> None:
             key = str(doc.get("id", "")).encode() if isinstance(doc, dict) else None
         except orjson.JSONDecodeError:
             pass
-        p.produce(topic, value=v, key=key)
-    if p.flush(30):
-        raise click.ClickException("could not seed the input topic")
+        p.produce(topic, value=v, key=key, on_delivery=delivered)
+    lost = p.flush(timeout_s + 5) + len(failed)
+    if lost:
+        why = f": {(broker_errors or failed or ['still queued'])[-1]}"
+        raise BrokerError(
+            f"{lost} of {len(values)} records not delivered to {topic} at "
+            f"{conf.get('bootstrap.servers')} within {timeout_s:g}s{why}"
+        )
 
 
-def read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> list[bytes]:
+def read_topic(
+    kafka: str | Mapping[str, Any], topic: str, n: int, timeout_s: float = 30.0
+) -> list[bytes]:
     """Read ``n`` records from the start of ``topic`` with a throwaway group."""
     c = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **_conf(kafka),
             "group.id": f"reader-{time.time_ns()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -151,7 +187,8 @@ def run_demo(bundle: Path, broker_kind: BrokerKind = "noida") -> int:
                 settings.dlq_topic: 1,
             },
         )
-        seed(broker.bootstrap, settings.input_topic, events + BAD_RECORDS)
+        kafka = settings.kafka_common()
+        seed(kafka, settings.input_topic, events + BAD_RECORDS)
         total = len(events) + len(BAD_RECORDS)
         click.secho(
             f"seeded {total} records into {settings.input_topic} at {broker.bootstrap} "
@@ -167,11 +204,11 @@ def run_demo(bundle: Path, broker_kind: BrokerKind = "noida") -> int:
         elapsed = time.perf_counter() - t0
         labeled = [
             LabeledEvent.model_validate_json(v)
-            for v in read_topic(broker.bootstrap, settings.output_topic, stats.labeled)
+            for v in read_topic(kafka, settings.output_topic, stats.labeled)
         ]
         dlq = [
             DeadLetter.model_validate_json(v)
-            for v in read_topic(broker.bootstrap, settings.dlq_topic, stats.dead_letters)
+            for v in read_topic(kafka, settings.dlq_topic, stats.dead_letters)
         ]
     labeled.sort(key=lambda e: e.id)
     click.echo()

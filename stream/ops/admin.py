@@ -8,6 +8,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from stream.errors import BrokerError
+
 __all__ = ["ensure_topics"]
 
 log = logging.getLogger(__name__)
@@ -18,7 +20,11 @@ def ensure_topics(
 ) -> list[str]:
     """Create missing topics (name -> partitions); return the ones created."""
     admin = AdminClient({**conf, "log_level": 3})
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        where = conf.get("bootstrap.servers")
+        raise BrokerError(f"cannot reach Kafka at {where}: {exc.args[0].str()}") from exc
     new = [NewTopic(t, n, replication) for t, n in topics.items() if t not in existing]
     created: list[str] = []
     if not new:
