@@ -18,14 +18,23 @@ class MemorySource(Source):
         ]
         self._pos = 0
         self.committed: dict[tuple[str, int], int] = {}
+        self.paused = False
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        if self.paused:  # as a paused Kafka consumer: nothing until resumed
+            return []
         out = self._records[self._pos : self._pos + max_records]
         self._pos += len(out)
         return out
 
     def store(self, offsets: dict[tuple[str, int], int]) -> None:
         self.committed.update(offsets)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
 
     @property
     def exhausted(self) -> bool:
