@@ -24,7 +24,12 @@ class _DownSink(Sink):
         self.pending: list[tuple[str, DeliveryCallback]] = []
 
     def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: DeliveryCallback,
+        headers: object = None,
     ) -> None:
         self.pending.append((topic, on_delivery))
 
@@ -105,7 +110,12 @@ class _UnavailableSink(Sink):
         self.attempts = 0
 
     def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: DeliveryCallback,
+        headers: object = None,
     ) -> None:
         self.attempts += 1
         raise SinkUnavailable("Local: Unknown topic")

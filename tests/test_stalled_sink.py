@@ -31,7 +31,12 @@ class _StalledSink(Sink):
         self.taken = 0
 
     def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: DeliveryCallback,
+        headers: object = None,
     ) -> None:
         self.taken += 1
         if self.answer:
@@ -89,7 +94,12 @@ def test_a_batch_commit_does_not_wait_for_an_earlier_stuck_output(bundle: Bundle
 
 class _FullSink(Sink):
     def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: DeliveryCallback,
+        headers: object = None,
     ) -> None:
         raise SinkFull("queue full")
 

@@ -114,7 +114,12 @@ class AdversarialSink(Sink):
         self.refuse = 0  # refuse the next n outputs synchronously
 
     def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: DeliveryCallback,
+        headers: object = None,
     ) -> None:
         if self.unavailable:
             raise SinkUnavailable("topic unavailable")

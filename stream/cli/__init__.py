@@ -38,6 +38,11 @@ COMMANDS: dict[str, LazyCommand] = {
             "Produce the lines of a JSONL file to a topic (keyed by event id).",
         ),
         (
+            "dlq",
+            "dlq:dlq",
+            "Work with the dead-letter topic (redrive: send chosen dead letters back).",
+        ),
+        (
             "schema",
             "schema:schema",
             "Print or write the JSON Schemas of input, labelled and dead-letter events.",

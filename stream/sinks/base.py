@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from stream.connectivity import BrokerLink
+from stream.headers import Headers
 
 __all__ = ["DeliveryCallback", "Sink", "SinkFull", "SinkRejected", "SinkUnavailable"]
 
@@ -39,7 +40,12 @@ class Sink(ABC):
 
     @abstractmethod
     def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: DeliveryCallback,
+        headers: Headers | None = None,
     ) -> None:
         """Queue one output; raise :class:`SinkFull` when the queue is full."""
 

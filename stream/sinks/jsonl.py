@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from stream.errors import ConfigError
+from stream.headers import Headers
 from stream.sinks.base import DeliveryCallback, Sink
 
 __all__ = ["JsonlSink"]
@@ -37,8 +38,14 @@ class JsonlSink(Sink):
         return self.directory / f"{topic}.jsonl"
 
     def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: DeliveryCallback,
+        headers: Headers | None = None,
     ) -> None:
+        """One JSON line per output; a file has no place for the key or headers."""
         fh = self._files.get(topic)
         if fh is None:
             fh = self._files[topic] = open(self.path(topic), "ab")  # noqa: SIM115

@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from stream.connectivity import BrokerLink
+from stream.headers import Headers
 from stream.sinks.base import DeliveryCallback, Sink, SinkFull, SinkRejected, SinkUnavailable
 
 __all__ = ["KafkaDeliveryError", "KafkaSink"]
@@ -134,14 +135,21 @@ class KafkaSink(Sink):
         return ticket, report
 
     def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: DeliveryCallback,
+        headers: Headers | None = None,
     ) -> None:
         if len(value) + len(key or b"") > self.queue_bytes:
             raise SinkRejected(f"{len(value)} bytes do not fit the producer queue")
         for attempt in range(2):
             ticket, report = self._report(on_delivery)
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=report)
+                self._producer.produce(
+                    topic, value=value, key=key, on_delivery=report, headers=list(headers or [])
+                )
                 return
             except BufferError as exc:
                 self._outstanding.pop(ticket, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stream.headers import Headers
 from stream.sinks.base import DeliveryCallback, Sink
 
 __all__ = ["MemorySink"]
@@ -10,12 +11,19 @@ __all__ = ["MemorySink"]
 class MemorySink(Sink):
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes | None, bytes]] = []
+        self.headers: list[list[tuple[str, bytes | None]]] = []  # per message
         self._pending: list[DeliveryCallback] = []
 
     def produce(
-        self, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        on_delivery: DeliveryCallback,
+        headers: Headers | None = None,
     ) -> None:
         self.messages.append((topic, key, value))
+        self.headers.append(list(headers or []))
         self._pending.append(on_delivery)
 
     def poll(self, timeout_s: float = 0.0) -> None:

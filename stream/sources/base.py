@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stream.connectivity import BrokerLink
+from stream.headers import Headers
 from stream.schemas import Origin
 
 __all__ = ["Record", "RevokeCallback", "Source"]
@@ -20,6 +21,7 @@ class Record:
     value: bytes | None
     key: bytes | None
     origin: Origin
+    headers: Headers = ()
 
 
 class Source(ABC):

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream.connectivity import BrokerLink
 from stream.errors import BrokerError
+from stream.headers import normalise
 from stream.schemas import Origin
 from stream.sources.base import Record, Source
 
@@ -145,7 +146,7 @@ class KafkaSource(Source):
                 offset=msg.offset(),
                 timestamp=ts if ts_type else None,
             )
-            out.append(Record(msg.value(), msg.key(), origin))
+            out.append(Record(msg.value(), msg.key(), origin, normalise(msg.headers())))
         return out
 
     def store(self, offsets: dict[tuple[str, int], int]) -> None:

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from stream.decode import dead_letter
 from stream.errors import InvalidEvent
+from stream.headers import Headers, dead_letter_headers
 from stream.schemas import Origin
 from stream.sinks.base import Sink, SinkFull, SinkRejected, SinkUnavailable
 from stream.tracking import Entry, OffsetTracker
@@ -46,6 +47,7 @@ class Output:
     #: a dead letter's stand-in without its raw copy, sent if the dead-letter topic refuses it
     slim: bytes | None = None
     event_time: float | None = None  # on the labelled output only: its ack ends the latency
+    headers: Headers = ()
 
 
 @dataclass
@@ -148,18 +150,27 @@ class Delivery:
         value: bytes,
         topics: Iterable[str],
         created_at: datetime | None = None,
+        headers: Headers = (),
     ) -> None:
         """Send one input's outputs (``value`` to each of ``topics``, the labelled topic
         first), then seal the input: its offset becomes committable once they are all
         acknowledged. The labelled output's ack observes the end-to-end latency."""
         when = event_time(origin, created_at)
         for i, topic in enumerate(topics):
-            self._emit(topic, key, value, origin, when if i == 0 else None)
+            self._emit(topic, key, value, origin, when if i == 0 else None, headers=headers)
         self.tracker.seal(origin.topic, origin.partition, origin.offset)
 
-    def dead_letter(self, raw: bytes | None, exc: InvalidEvent, origin: Origin) -> None:
-        """The input's only output is a dead letter carrying ``raw``."""
-        self._emit_dead_letter(raw, exc, origin)
+    def dead_letter(
+        self,
+        raw: bytes | None,
+        exc: InvalidEvent,
+        origin: Origin,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> None:
+        """The input's only output is a dead letter carrying ``raw``, under the record's own
+        key (else the event id) with its headers and the error's (:mod:`stream.headers`)."""
+        self._emit_dead_letter(raw, exc, origin, key, headers)
         self.tracker.seal(origin.topic, origin.partition, origin.offset)
 
     def resend_failed(self, now: float | None = None) -> None:
@@ -191,14 +202,24 @@ class Delivery:
         self.retry = deque(o for o in self.retry if kept(o))
         self.rejected = deque(r for r in self.rejected if kept(r[0]))
 
-    def _emit_dead_letter(self, raw: bytes | None, exc: InvalidEvent, origin: Origin) -> None:
+    def _emit_dead_letter(
+        self,
+        raw: bytes | None,
+        exc: InvalidEvent,
+        origin: Origin,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> None:
         dl = dead_letter(raw, exc, origin)
         self.observer.dead_letter(exc.kind)
-        key = dl.id.encode() if dl.id else None
+        if key is None and dl.id:
+            key = dl.id.encode()
         slim = None
         if dl.raw_b64:
             slim = dead_letter(raw, exc, origin, keep=0).model_dump_json().encode()
-        self._emit(self.dlq_topic, key, dl.model_dump_json().encode(), origin, slim=slim)
+        value = dl.model_dump_json().encode()
+        hdrs = dead_letter_headers(headers, exc.kind, exc.message, origin)
+        self._emit(self.dlq_topic, key, value, origin, slim=slim, headers=hdrs)
 
     def _emit(
         self,
@@ -208,10 +229,11 @@ class Delivery:
         origin: Origin,
         when: float | None = None,
         slim: bytes | None = None,
+        headers: Headers = (),
     ) -> None:
         entry = self.tracker.expect(origin.topic, origin.partition, origin.offset, 1, len(value))
         self.observer.output_expected(self.tracker.in_flight_outputs)
-        self._send(Output(topic, key, value, origin, entry, slim, when))
+        self._send(Output(topic, key, value, origin, entry, slim, when, headers))
 
     def _acked(self, out: Output) -> bool:
         o = out.origin
@@ -242,7 +264,7 @@ class Delivery:
         delivered = functools.partial(self._delivered, out)
         while True:
             try:
-                self.sink.produce(out.topic, out.key, out.value, delivered)
+                self.sink.produce(out.topic, out.key, out.value, delivered, out.headers)
                 return
             except SinkFull:
                 self.sink.poll(0.1)
@@ -269,7 +291,9 @@ class Delivery:
             out.entry.rejected = True
             log.error("output to %s refused (%s); dead-lettering its input", out.topic, reason)
             msg = f"output to {out.topic} refused: {reason}"[:300]
-            self._emit_dead_letter(out.value, InvalidEvent("output_rejected", msg), out.origin)
+            self._emit_dead_letter(
+                out.value, InvalidEvent("output_rejected", msg), out.origin, None, out.headers
+            )
         self._acked(out)
 
     def _dead_letter_refused(self, out: Output, reason: str) -> None:
@@ -284,5 +308,5 @@ class Delivery:
         log.error(
             "the dead-letter topic refused a dead letter (%s); re-sent without its raw copy", reason
         )
-        self._emit(out.topic, out.key, out.slim, out.origin)
+        self._emit(out.topic, out.key, out.slim, out.origin, headers=out.headers)
         self._acked(out)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from stream.headers import Headers
 from stream.pipeline import BatchResult, Pipeline
 from stream.schemas import InputEvent, Origin
 from stream.worker.guard import Guard
@@ -33,6 +34,8 @@ class Queued:
     origin: Origin
     received: float
     raw: bytes | None  # the record as read: what a dead letter of this event carries
+    key: bytes | None = None
+    headers: Headers = ()
 
 
 @dataclass

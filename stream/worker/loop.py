@@ -16,6 +16,7 @@ from collections.abc import Callable
 from stream.batcher import MicroBatcher
 from stream.decode import decode_event
 from stream.errors import InvalidEvent
+from stream.headers import output_headers
 from stream.ops.faults import crash_point
 from stream.ops.prometheus import WorkerMetrics
 from stream.ops.reload import BundleReloader
@@ -289,10 +290,11 @@ class Worker:
                 rec.value, self.settings.max_record_bytes, self.settings.max_text_chars
             )
         except InvalidEvent as exc:
-            self.delivery.dead_letter(rec.value, exc, o)
+            self.delivery.dead_letter(rec.value, exc, o, rec.key, rec.headers)
             return
         cost = len(event.text) // 4 + 2
-        for batch in self.batcher.add(Queued(event, o, now, rec.value), now, cost):
+        queued = Queued(event, o, now, rec.value, rec.key, rec.headers)
+        for batch in self.batcher.add(queued, now, cost):
             self._process(batch)
 
     @property
@@ -306,7 +308,11 @@ class Worker:
         for q, exc in outcome.bad:
             log.error("labelling failed for event %s: %s", q.event.id, exc)
             self.delivery.dead_letter(
-                q.raw, InvalidEvent("processing_error", "labelling failed"), q.origin
+                q.raw,
+                InvalidEvent("processing_error", "labelling failed"),
+                q.origin,
+                q.key,
+                q.headers,
             )
 
     def _retry_labelling(self) -> None:
@@ -320,7 +326,7 @@ class Worker:
         for i, (q, out) in enumerate(zip(batch, outs, strict=True)):
             if i == len(outs) // 2 and i:
                 crash_point("mid_batch")
-            self._publish(out, q.raw)
+            self._publish(out, q)
         if self.on_batch is not None:
             self.on_batch(outs)
         if self.settings.commit_every_batch:
@@ -347,17 +353,18 @@ class Worker:
         crash_point("stored_not_committed")
         self.source.commit()
 
-    def _publish(self, out: LabeledEvent, raw: bytes | None) -> None:
+    def _publish(self, out: LabeledEvent, q: Queued) -> None:
         """Emit the labelled output and its review and route copies, or a dead letter when it
         cannot be serialised or is too large (:func:`stream.worker.outputs.plan_outputs`)."""
         out.worker = self.settings.worker_id
         try:
             planned = plan_outputs(out, self.settings)
         except InvalidEvent as exc:
-            self.delivery.dead_letter(raw, exc, out.origin)
+            self.delivery.dead_letter(q.raw, exc, out.origin, q.key, q.headers)
             return
+        headers = output_headers(out.model, q.headers)
         self.delivery.deliver(
-            out.origin, planned.key, planned.value, planned.topics, out.created_at
+            out.origin, planned.key, planned.value, planned.topics, out.created_at, headers
         )
         self.observer.labeled({task: tl.label for task, tl in out.labels.items()})
         if planned.review:
