@@ -132,7 +132,8 @@ def test_create_topics_creates_the_route_topics(noida: BrokerHandle):
         "CRISIS_ROUTE_TASKS": "informative,humanitarian",
     }
     events = REPO / "stream" / "samples" / "events.jsonl"
-    cmd = [sys.executable, "-m", "stream", "run", "--create-topics", "--source", f"file:{events}"]
+    cmd = [sys.executable, "-m", "stream", "run", "--create-topics", "--partitions", "2"]
+    cmd += ["--source", f"file:{events}"]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     heads = {"informative": 2, "humanitarian": 5}
@@ -140,8 +141,10 @@ def test_create_topics_creates_the_route_topics(noida: BrokerHandle):
         {h.task: list(h.labels) for h in load_bundle(settings.bundle).heads}
     )
     assert len(expected) == sum(heads.values())
-    topics = set(AdminClient({"bootstrap.servers": noida.bootstrap}).list_topics(timeout=10).topics)
-    assert set(expected) <= topics
+    md = AdminClient({"bootstrap.servers": noida.bootstrap}).list_topics(timeout=10).topics
+    assert set(expected) <= set(md)
+    for topic in [*expected, settings.output_topic, settings.dlq_topic]:
+        assert len(md[topic].partitions) == 2, topic  # --partitions, outputs included
 
 
 def test_worker_killed_mid_stream_loses_nothing(any_broker: BrokerHandle, tmp_path: Path):

@@ -84,8 +84,11 @@ def test_a_labelling_fault_holds_events_instead_of_dead_lettering_them(bundle: B
     assert worker._fault() is None
 
 
-def test_one_poison_event_among_good_ones_is_still_a_dead_letter(bundle: Bundle):
-    """The guard must not hold the stream for a single bad event: the built-in texts pass."""
+def test_one_poison_event_among_good_ones_is_still_a_dead_letter(
+    bundle: Bundle, caplog: pytest.LogCaptureFixture
+):
+    """The guard must not hold the stream for a single bad event: the built-in texts pass.
+    Its log line carries the record's topic, partition, offset and event id."""
 
     class Poisoned(Pipeline):
         def label_batch(self, events, origins, received=None, progress=None):  # type: ignore[no-untyped-def]
@@ -99,6 +102,8 @@ def test_one_poison_event_among_good_ones_is_still_a_dead_letter(bundle: Bundle)
     dead = [DeadLetter.model_validate_json(v) for v in sink.topic("crisis.events.dlq")]
     assert [d.id for d in dead] == ["poison"] and dead[0].error.kind == "processing_error"
     assert stats.labeled == 5 and source.committed == {("in", 0): 6}
+    failed = [r for r in caplog.records if r.getMessage().startswith("labelling failed for event")]
+    assert [(r.topic, r.offset, r.event_id) for r in failed] == [("in", 5, "poison")]  # type: ignore[attr-defined]
 
 
 @pytest.mark.kafka

@@ -40,6 +40,20 @@ __all__ = ["run"]
     default=False,
     help="create the worker's topics first (single-node/dev setups)",
 )
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="partitions of each topic --create-topics creates (input and outputs alike)",
+)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="replication factor of the topics --create-topics creates (3 on a production cluster)",
+)
 def run(
     bootstrap: str | None,
     group: str | None,
@@ -49,6 +63,8 @@ def run(
     source_spec: str,
     sink_spec: str,
     create_topics: bool,
+    partitions: int,
+    replication_factor: int,
 ) -> None:
     """Run the worker until SIGTERM (or the end of a file source)."""
     # A SIGTERM while the bundle loads (seconds) must still end in a clean exit 0: an
@@ -66,16 +82,18 @@ def run(
     if create_topics:
         ensure_topics(
             settings.kafka_common(),
-            {
-                t: 3 if t == settings.input_topic else 1
-                for t in [settings.input_topic, *settings.output_topics()]
-            },
+            dict.fromkeys([settings.input_topic, *settings.output_topics()], partitions),
+            replication_factor,
         )
     logging.getLogger("stream").info("starting", extra={"settings": settings.redacted()})
     worker, server = build_worker(settings, source_spec, sink_spec)
     if create_topics and settings.route_labels:  # their names come from the bundle's labels
         heads = {h.task: list(h.labels) for h in worker.pipeline.bundle.heads}
-        ensure_topics(settings.kafka_common(), dict.fromkeys(settings.route_topics(heads), 1))
+        ensure_topics(
+            settings.kafka_common(),
+            dict.fromkeys(settings.route_topics(heads), partitions),
+            replication_factor,
+        )
     install_signal_handlers(worker)
     if stop_early.is_set():
         worker.request_stop()

@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure"]
+from stream.schemas import Origin
+
+__all__ = ["JsonFormatter", "configure", "record_context"]
 
 _STD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -26,6 +28,19 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(doc, default=str).decode()
+
+
+def record_context(origin: Origin, event_id: str | None = None) -> dict[str, Any]:
+    """``extra=`` for a log line about one record: its topic, partition, offset and event id
+    become fields of the JSON line, so a log search finds the record."""
+    ctx: dict[str, Any] = {
+        "topic": origin.topic,
+        "partition": origin.partition,
+        "offset": origin.offset,
+    }
+    if event_id is not None:
+        ctx["event_id"] = event_id
+    return ctx
 
 
 def configure(level: str = "INFO") -> None:

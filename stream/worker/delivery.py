@@ -23,6 +23,7 @@ from datetime import datetime
 from stream.decode import dead_letter
 from stream.errors import InvalidEvent
 from stream.headers import Headers, dead_letter_headers
+from stream.ops.logs import record_context
 from stream.schemas import Origin
 from stream.sinks.base import Sink, SinkFull, SinkRejected, SinkUnavailable
 from stream.tracking import Entry, OffsetTracker
@@ -289,7 +290,12 @@ class Delivery:
             return
         if not out.entry.rejected:  # one dead letter per input, however many outputs are refused
             out.entry.rejected = True
-            log.error("output to %s refused (%s); dead-lettering its input", out.topic, reason)
+            log.error(
+                "output to %s refused (%s); dead-lettering its input",
+                out.topic,
+                reason,
+                extra=record_context(out.origin),
+            )
             msg = f"output to {out.topic} refused: {reason}"[:300]
             self._emit_dead_letter(
                 out.value, InvalidEvent("output_rejected", msg), out.origin, None, out.headers
@@ -302,7 +308,12 @@ class Delivery:
         topic's: the dead letter waits to be re-sent, which pauses the input and fails
         readiness, until the topic is fixed. Never a crash, never a lost event."""
         if out.slim is None:
-            log.error("the dead-letter topic %s refuses a dead letter: %s", out.topic, reason)
+            log.error(
+                "the dead-letter topic %s refuses a dead letter: %s",
+                out.topic,
+                reason,
+                extra=record_context(out.origin),
+            )
             self._failed(out, f"dead letter refused: {reason}")
             return
         log.error(

@@ -18,6 +18,7 @@ from stream.decode import decode_event
 from stream.errors import InvalidEvent
 from stream.headers import output_headers
 from stream.ops.faults import crash_point
+from stream.ops.logs import record_context
 from stream.ops.prometheus import WorkerMetrics
 from stream.ops.reload import BundleReloader
 from stream.pipeline import BatchResult, Pipeline
@@ -306,7 +307,12 @@ class Worker:
         for part, result in outcome.labelled:
             self._publish_batch(part, result)
         for q, exc in outcome.bad:
-            log.error("labelling failed for event %s: %s", q.event.id, exc)
+            log.error(
+                "labelling failed for event %s: %s",
+                q.event.id,
+                exc,
+                extra=record_context(q.origin, q.event.id),
+            )
             self.delivery.dead_letter(
                 q.raw,
                 InvalidEvent("processing_error", "labelling failed"),
