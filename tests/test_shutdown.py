@@ -36,7 +36,7 @@ def test_the_default_shutdown_timeout_fits_the_compose_grace_period():
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("stall_s", [3.0, 40.0])
+@pytest.mark.parametrize("stall_s", [3.0, pytest.param(40.0, marks=pytest.mark.slow)])
 def test_sigterm_under_load_with_a_stalled_broker(tmp_path: Path, stall_s: float):
     """The broker is frozen (SIGSTOP) while outputs are in flight, then the worker gets
     SIGTERM. A short stall: the worker delivers, commits and exits 0; a restart publishes
