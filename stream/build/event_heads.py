@@ -25,7 +25,7 @@ also reported without those five events, the unbiased figure):
   and the rationales (which never use the intercepts) are unchanged. Why: balanced class
   weights tilt the probabilities toward rare labels, which a single temperature cannot undo,
   and pooled rows let the three 2017 hurricanes decide the calibration. On the humanitarian dev
-  folds this lowered mean ECE from 0.072 to 0.060 at equal macro-F1 (0.630 vs 0.629); without
+  folds this lowered mean ECE from 0.072 to 0.060 at equal macro-F1 (0.631 vs 0.629); without
   the penalty it cost 0.01-0.02 macro-F1 (the bias moves labels toward the common ones). On the
   informative dev folds the bias raised ECE (0.033 to 0.047), so that task keeps a temperature
   alone. Five event folds instead of two halves were no better for the temperature, at twice
