@@ -12,11 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.build import crossval as cv
+from stream.build import event_heads
+from stream.build.calibration import fit_temperature, fit_temperature_and_bias, nll
 from stream.build.event_heads import EventData, event_weights, fit_event_head
 from stream.build.hybrid import fit_lexicon
 from stream.cli.models import models_crossval
 from stream.data.message import Message
+from stream.evaluation.metrics import expected_calibration_error
 from stream.models.heads import LinearHead
+from stream.models.numeric import softmax
 from tests.conftest import BUNDLE, SHARED, needs_shared
 from tests.crisis_data import make_root
 
@@ -85,6 +89,97 @@ def test_event_head_is_a_hybrid_linear_head_calibrated_on_held_out_events():
     manual = x[:5] @ head.weight.T + head.bias + head.lexical.logits(data.analyses[:5])
     assert np.allclose(z, manual, atol=1e-5)
     assert (z.argmax(axis=1) == data.y[:5]).mean() >= 0.8
+
+
+def _prior_shifted(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from ``softmax(z)``; the logits a head reports are ``2 z`` tilted toward
+    the rare labels (what balanced class weights do)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 3)) * 1.5 + np.array([1.5, 0.0, -1.0])
+    y = np.array([rng.choice(3, p=p) for p in softmax(z)])
+    return 2 * z + np.array([-1.5, 0.0, 1.0]), y
+
+
+def _ece(probs: np.ndarray, y: np.ndarray) -> float:
+    return expected_calibration_error(probs.max(axis=1), probs.argmax(axis=1) == y)[0]
+
+
+def test_temperature_and_bias_undo_a_prior_shift_a_temperature_cannot():
+    logits, y = _prior_shifted(6000, 0)
+    temperature, bias = fit_temperature_and_bias(logits, y)
+    assert temperature == pytest.approx(2.0, rel=0.1)
+    np.testing.assert_allclose(bias, np.array([0.75, 0.0, -0.5]) - 0.25 / 3, atol=0.15)
+    fresh, fresh_y = _prior_shifted(6000, 1)
+    alone = fresh / fit_temperature(logits, y)
+    calibrated = fresh / temperature + bias
+    assert nll(calibrated, fresh_y) < nll(alone, fresh_y)
+    assert _ece(softmax(calibrated), fresh_y) < 0.75 * _ece(softmax(alone), fresh_y)
+    shrunk = fit_temperature_and_bias(logits, y, l2=0.1)[1]
+    assert np.abs(shrunk).sum() < np.abs(bias).sum() and abs(shrunk.sum()) < 1e-9
+
+
+def test_every_held_out_event_weighs_the_same_in_the_calibration():
+    """Rows of a big event repeated ten times do not move the fit when weighted per event."""
+    logits, y = _prior_shifted(2000, 2)
+    events = np.repeat(["big", "small"], 1000)
+    once = fit_temperature_and_bias(logits, y, event_weights(events))
+    rows = np.r_[np.tile(np.arange(1000), 10), np.arange(1000, 2000)]
+    tenfold = fit_temperature_and_bias(logits[rows], y[rows], event_weights(events[rows]))
+    assert once[0] == pytest.approx(tenfold[0], rel=1e-3)
+    np.testing.assert_allclose(once[1], tenfold[1], atol=1e-3)
+
+
+def test_calibration_bias_is_folded_into_the_intercepts_and_rationales_stay_exact(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The runtime's ``softmax(logits / T)`` of the shipped head is the calibrated
+    ``softmax(raw / T + c)``, and token shares plus the centred bias still add up to the
+    centred calibrated logit."""
+    msgs = _messages(events=6, per_event=60)
+    x = _embed(msgs)
+    labels = ["informative", "not_informative"]
+    texts = [m.text for m in msgs]
+    lexicon = fit_lexicon(texts, chars=False)
+    data = EventData(
+        x,
+        np.array([labels.index(m.labels["informative"]) for m in msgs]),
+        np.array([m.event for m in msgs]),
+        [lexicon.analyse(t) for t in texts],
+    )
+    fits: list[tuple[np.ndarray, np.ndarray]] = []
+    calibrations: list[tuple[float, np.ndarray]] = []
+    real_fit, real_calibrate = event_heads._fit, event_heads.fit_temperature_and_bias
+    monkeypatch.setitem(event_heads.BIAS_L2_BY_TASK, "informative", 0.1)
+    monkeypatch.setattr(event_heads, "_fit", lambda *a: fits.append(real_fit(*a)) or fits[-1])
+    monkeypatch.setattr(
+        event_heads,
+        "fit_temperature_and_bias",
+        lambda *a: calibrations.append(real_calibrate(*a)) or calibrations[-1],
+    )
+    head = fit_event_head("informative", labels, data, lexicon)
+    (temperature, bias), (coef, icpt) = calibrations[0], fits[-1]
+    assert head.temperature == temperature and np.abs(bias).max() > 0
+    assert head.metrics["selection"]["calibration_bias"] == pytest.approx(bias, abs=1e-4)
+    runtime = LinearHead(
+        "informative", labels, head.weight, head.bias, head.temperature, lexical=head.lexical
+    )
+    out = runtime.predict(x, data.analyses)
+    raw = np.asarray(data.split().x @ coef[:, : x.shape[1]].T + icpt) + head.lexical.logits(
+        data.analyses
+    )
+    np.testing.assert_allclose(out.probs, softmax(raw / temperature + bias), atol=1e-5)
+    tokens = np.random.default_rng(3).normal(size=(4, x.shape[1]))
+    scale = 0.25  # the embedding is the scaled sum of its tokens
+    emb = tokens.sum(axis=0) * scale
+    z = runtime.predict(emb[None], data.analyses[:1]).logits[0] / temperature
+    lexical = head.lexical.logits(data.analyses[:1])[0] / temperature
+    for label in range(2):
+        shares = runtime.token_shares(tokens, scale, label)
+        centred_bias = (runtime.bias[label] - runtime.bias.mean()) / temperature
+        centred_lexical = lexical[label] - lexical.mean()
+        assert shares.sum() + centred_bias + centred_lexical == pytest.approx(
+            z[label] - z.mean(), abs=1e-4
+        )
 
 
 def test_crossval_never_trains_on_the_held_out_event(monkeypatch: pytest.MonkeyPatch):
