@@ -83,18 +83,9 @@ COPY --from=bundle / /models/bundle
 FROM bundle-${BUNDLE_FROM} AS model
 
 FROM ${PYTHON_IMAGE} AS runtime
-ARG VERSION
-ARG REVISION
-ARG SOURCE
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_TRUSTED_HOST
-LABEL org.opencontainers.image.title="crisis-stream" \
-      org.opencontainers.image.description="Streaming crisis-event classifier: Kafka in, quantized ONNX encoders, labelled events with rationales out." \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}"
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -107,14 +98,9 @@ COPY stream /tmp/src/stream
 RUN python3 -m venv /opt/venv \
     && pip install -c /tmp/src/requirements.lock /tmp/src \
     && rm -rf /tmp/src
-COPY deploy/healthcheck.py /usr/local/bin/crisis-healthcheck
-COPY --from=model /models /models
-RUN test -f /models/bundle/manifest.json \
-    || { echo "no bundle in /models/bundle (BUNDLE_FROM=context needs --build-context bundle=DIR)" >&2; exit 1; }
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/crisis \
         --shell /usr/sbin/nologin crisis
-USER crisis
-WORKDIR /home/crisis
+COPY deploy/healthcheck.py /usr/local/bin/crisis-healthcheck
 # Inside a container the servers bind every interface: the container network is what Prometheus
 # and probes reach them on, and nothing outside it can unless a port is published (outside a
 # container both default to loopback; docs/decisions/0015).
@@ -131,3 +117,19 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/usr/local/bin/crisis-healthcheck"]
 ENTRYPOINT ["crisis-stream"]
 CMD ["run"]
+USER crisis
+WORKDIR /home/crisis
+ARG VERSION
+ARG REVISION
+ARG SOURCE
+LABEL org.opencontainers.image.title="crisis-stream" \
+      org.opencontainers.image.description="Streaming crisis-event classifier: Kafka in, quantized ONNX encoders, labelled events with rationales out." \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+# The bundle last: the largest layer and the one that changes most often (a new bundle or
+# revision rebuilds only the last steps, never the dependencies).
+COPY --from=model /models /models
+RUN test -f /models/bundle/manifest.json \
+    || { echo "no bundle in /models/bundle (BUNDLE_FROM=context needs --build-context bundle=DIR)" >&2; exit 1; }
