@@ -265,6 +265,8 @@ def check_the_aggregator(image: str, bootstrap: str, name: str) -> None:
     )  # fmt: skip
     counted, deadline = 0, time.monotonic() + 180
     while counted < N_EVENTS and time.monotonic() < deadline:
+        if podman("inspect", "--format", "{{.State.Running}}", agg) != "true":
+            break  # exited: the logs say why
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/counts/", timeout=5) as r:
                 counted = sum(w["events"] for w in json.loads(r.read())["windows"])
