@@ -35,7 +35,8 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 # Where /models/bundle comes from: `build` (torch stage below) or `context` (the named build
-# context `bundle`, a finished bundle directory).
+# context `bundle`, a finished bundle directory). podman/buildah 1.28 choose the stages to build
+# from the --build-arg values only: pass --build-arg BUNDLE_FROM=build there (make image does).
 ARG BUNDLE_FROM=build
 # OCI labels (org.opencontainers.image.*): `make image` fills REVISION from git; SOURCE is the
 # repository URL to record (empty unless given).
