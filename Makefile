@@ -8,13 +8,19 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 BUNDLE ?= models/e5-crisis
+# The container image: `make image` builds the bundle inside the image (torch stage, minutes);
+# `make image BUNDLE_FROM=context` bakes $(BUNDLE) in instead (make models first).
+# CONTAINER=podman works as well (docs/deployment.md#building-the-image).
+CONTAINER ?= docker
+IMAGE ?= crisis-stream:latest
+BUNDLE_FROM ?= build
 
 # Debian tools some tests drive for real: headless Chromium (HTML reports), docker-compose v1
 # (validates the compose file offline), promtool (checks the Prometheus config).
 SYSTEM_TOOLS := chromium docker-compose promtool
 SYSTEM_PACKAGES := chromium docker-compose prometheus
 
-.PHONY: setup system models crossval demo test test-slow lint bench clean
+.PHONY: setup system models crossval demo test test-slow lint bench clean lock image
 
 setup: $(VENV)/.installed
 
@@ -30,12 +36,22 @@ system:
 	  else echo "warning: missing$$missing (not root): the tests that need them will skip"; fi; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# The runtime dependencies at the versions of requirements.lock (constraints: extras float).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[local,build,e5,dev]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[local,build,e5,dev]'
 	touch $@
+
+# Re-pin the runtime dependencies at the versions installed in $(VENV).
+lock: setup
+	$(PY) deploy/lock.py > requirements.lock
+
+image: $(if $(filter context,$(BUNDLE_FROM)),models)
+	$(CONTAINER) build --build-arg BUNDLE_FROM=$(BUNDLE_FROM) \
+	  $(if $(filter context,$(BUNDLE_FROM)),--build-context bundle=$(BUNDLE)) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) -t $(IMAGE) .
 
 models: $(BUNDLE)/manifest.json
 

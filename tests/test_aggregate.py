@@ -346,6 +346,20 @@ def test_page_escapes_stream_content() -> None:
     assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
 
 
+def test_the_aggregator_decodes_the_worker_compression() -> None:
+    """The worker's producer compresses its outputs with lz4; aiokafka (the aggregator's client)
+    decodes lz4 only with cramjam, the ``aiokafka[lz4]`` dependency. Without it the aggregator
+    crashes on the first batch of the worker's outputs (found by tests/test_image.py)."""
+    from aiokafka import codec
+
+    from stream.sinks import kafka as kafka_sink
+
+    assert '"compression.type": "lz4"' in Path(kafka_sink.__file__).read_text()
+    assert codec.has_lz4(), "cramjam is missing: pip install -c requirements.lock -e ."
+    data = orjson.dumps({"id": "e-1", "text": "bridge collapsed " * 20})
+    assert codec.lz4_decode(codec.lz4_encode(data)) == data
+
+
 # --------------------------------------------------------------------------- against a broker
 
 

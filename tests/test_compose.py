@@ -9,12 +9,14 @@ the real ``crisis-stream`` CLI.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import re
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
@@ -27,9 +29,21 @@ from stream.settings import Settings
 from tests.conftest import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
+HEALTHCHECK = REPO / "deploy" / "healthcheck.py"
 DOCKERFILE = REPO / "Dockerfile"
 PROMETHEUS = REPO / "deploy" / "prometheus" / "prometheus.yml"
 KAFKA_IMAGE = re.compile(r"^apache/kafka:\d+\.\d+\.\d+$")
+
+
+def _load_module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+healthcheck = _load_module(HEALTHCHECK)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -164,7 +178,40 @@ def test_worker_and_aggregator_services(services: dict[str, Any]) -> None:
     # inside the compose network the servers bind every interface: Prometheus scrapes them
     assert worker["environment"]["CRISIS_METRICS_HOST"] == "0.0.0.0"
     assert agg["environment"]["CRISIS_AGG_WEB_BIND"] == "0.0.0.0"
-    assert f"127.0.0.1:{port}/healthz" in " ".join(agg["healthcheck"]["test"])
+    # no healthcheck override: the image's probes the /healthz of the role it runs
+    assert "healthcheck" not in worker and "healthcheck" not in agg
+    for svc in (worker, agg):
+        env = {k: str(v) for k, v in svc["environment"].items()}
+        argv = ["crisis-stream", *svc["command"]]
+        assert healthcheck.probe_url(env, argv) == healthcheck.probe_url({}, argv)  # agree
+    assert healthcheck.probe_url(worker["environment"], ["crisis-stream", "run"]) == (
+        f"http://127.0.0.1:{worker['environment']['CRISIS_METRICS_PORT']}/healthz"
+    )
+    agg_argv = ["crisis-stream", *agg["command"]]
+    assert healthcheck.probe_url(agg["environment"], agg_argv) == (
+        f"http://127.0.0.1:{port}/healthz"
+    )
+
+
+def test_every_service_has_cpu_and_memory_limits(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert float(limits["cpus"]) > 0 and limits["memory"], name
+    # the worker's match Kubernetes' (deploy/k8s/statefulset.yaml): 2 CPUs, 1.5 GiB
+    assert services["worker"]["deploy"]["resources"]["limits"] == {"cpus": "2", "memory": "1536M"}
+
+
+def test_the_healthcheck_probes_the_role() -> None:
+    probe = healthcheck.probe_url
+    assert probe({}, ["crisis-stream", "run"]) == "http://127.0.0.1:9108/healthz"
+    assert probe({"CRISIS_METRICS_PORT": "9200"}, []) == "http://127.0.0.1:9200/healthz"
+    assert probe({}, ["crisis-stream", "aggregate"]) == "http://127.0.0.1:6066/healthz"
+    assert probe({"CRISIS_AGG_WEB_PORT": "7000"}, ["x", "aggregate"]).endswith(":7000/healthz")
+    assert probe({}, ["x", "aggregate", "--web-port=7001"]).endswith(":7001/healthz")
+    assert probe({"CRISIS_ROLE": "aggregate"}, ["tini", "--", "x"]).endswith(":6066/healthz")
+    assert probe({"CRISIS_ROLE": "worker"}, ["x", "aggregate"]).endswith(":9108/healthz")
+    with pytest.raises(ValueError, match="CRISIS_ROLE"):
+        probe({"CRISIS_ROLE": "web"}, [])
 
 
 def _published(entry: Any) -> tuple[str | None, str]:
@@ -269,11 +316,23 @@ def test_dockerfile_stages() -> None:
     runtime_runs = " ".join(a for i, a in st["runtime"] if i == "RUN")
     assert "--index-url" in build_runs and "${TORCH_SPEC}" in build_runs
     assert args.get("TORCH_SPEC") or "torch==" in " ".join(a for _, a in st["build"])
-    assert 'pip install ".[${BUILD_EXTRAS}]"' in build_runs
+    assert 'pip install -c requirements.lock ".[${BUILD_EXTRAS}]"' in build_runs
+    assert "pip install -c /tmp/src/requirements.lock /tmp/src" in runtime_runs  # pinned
     assert "build" in args["BUILD_EXTRAS"].split(",")  # torch-free runtime, build-time extras
     assert '--encoder "${TEXT_ENCODER}"' in build_runs and args["TEXT_ENCODER"] == "e5"
     assert "torch" not in runtime_runs and "[" not in runtime_runs  # no extras at runtime
-    assert ("COPY", "--from=build /models /models") in st["runtime"]
+    # the bundle: built by the torch stage, or given as the `bundle` build context
+    assert args["BUNDLE_FROM"] == "build"
+    assert ("COPY", "--from=build /models /models") in st["bundle-build"]
+    assert ("COPY", "--from=bundle / /models/bundle") in st["bundle-context"]
+    assert st["model"][0] == ("FROM", "bundle-${BUNDLE_FROM} AS model")
+    assert {"bundle-build", "bundle-context"} == {f"bundle-{v}" for v in ("build", "context")}
+    assert ("COPY", "--from=model /models /models") in st["runtime"]
+    assert "test -f /models/bundle/manifest.json" in runtime_runs  # an empty context fails
+    labels = " ".join(a for i, a in st["runtime"] if i == "LABEL")
+    for key in ("title", "description", "source", "licenses", "version", "revision"):
+        assert f"org.opencontainers.image.{key}=" in labels
+    assert 'org.opencontainers.image.licenses="Apache-2.0"' in labels
     # the bundle the build stage writes is the one the runtime points at
     env = " ".join(a for i, a in st["runtime"] if i == "ENV")
     bundle = re.search(r"CRISIS_BUNDLE=(\S+)", env)
@@ -292,7 +351,8 @@ def test_dockerfile_runtime_contract() -> None:
     assert last["USER"] not in {"root", "0"}
     assert last["ENTRYPOINT"] == '["crisis-stream"]'
     assert last["CMD"] == '["run"]'
-    assert "/healthz" in last["HEALTHCHECK"] and "CRISIS_METRICS_PORT" in last["HEALTHCHECK"]
+    assert last["HEALTHCHECK"].endswith('CMD ["python", "/usr/local/bin/crisis-healthcheck"]')
+    assert ("COPY", "deploy/healthcheck.py /usr/local/bin/crisis-healthcheck") in runtime
     assert set(last["EXPOSE"].split()) == {"9108", "6066"}
 
 
