@@ -46,6 +46,8 @@ OTHER_VARIABLES = frozenset(
         "CRISIS_STREAM_E5_DIR",
         "CRISIS_STREAM_MPNET_DIR",
         "CRISIS_STREAM_FINETUNE",
+        # the container image: which role its healthcheck probes (deploy/healthcheck.py)
+        "CRISIS_ROLE",
         # tests: the crash hook (stream/ops/faults.py) and the bundle the test suite uses
         "CRISIS_FAULT_CRASH",
         "CRISIS_TEST_BUNDLE",

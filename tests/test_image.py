@@ -1,7 +1,7 @@
 """The container image, built and run for real with podman (no Docker daemon needed).
 
 The image is built from the Dockerfile with the bundle given (``BUNDLE_FROM=context``: the
-torch stage is skipped) on a base image that works offline (``CRISIS_TEST_BASE_IMAGE``, by
+torch stage is skipped) on a base image that works offline (``STREAM_TEST_BASE_IMAGE``, by
 default ``localhost/crisis-base:bookworm``, made with mmdebstrap when missing), with this
 machine's pip configuration and the local package indexes it names mounted into the build.
 The worker container runs against a local broker on the host network: events in, labelled
@@ -9,7 +9,7 @@ events out, a healthy HEALTHCHECK, then ``podman stop`` (SIGTERM) and exit code 
 aggregator container (same image, ``aggregate``) then counts the worker's outputs, is healthy
 on its web port and exits 0 on ``podman stop``.
 
-Podman's global options come from ``CRISIS_PODMAN_OPTS`` (default: vfs storage and the
+Podman's global options come from ``STREAM_PODMAN_OPTS`` (default: vfs storage and the
 cgroupfs manager, which work on a build machine without systemd or overlay mounts); builds use
 chroot isolation, containers the runc runtime when it is installed.
 
@@ -51,9 +51,9 @@ pytestmark = [
     ),
 ]
 
-BASE_IMAGE = os.environ.get("CRISIS_TEST_BASE_IMAGE", "localhost/crisis-base:bookworm")
+BASE_IMAGE = os.environ.get("STREAM_TEST_BASE_IMAGE", "localhost/crisis-base:bookworm")
 DEFAULT_OPTS = "--storage-driver vfs --cgroup-manager cgroupfs"
-PODMAN = ["podman", *shlex.split(os.environ.get("CRISIS_PODMAN_OPTS", DEFAULT_OPTS))]
+PODMAN = ["podman", *shlex.split(os.environ.get("STREAM_PODMAN_OPTS", DEFAULT_OPTS))]
 IMAGE = "localhost/crisis-stream:test"
 # the limits this kind of machine accepts (podman's defaults are refused by some sandboxes)
 RUN_OPTS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
