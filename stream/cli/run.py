@@ -88,7 +88,7 @@ def run(
     logging.getLogger("stream").info("starting", extra={"settings": settings.redacted()})
     worker, server = build_worker(settings, source_spec, sink_spec)
     if create_topics and settings.route_labels:  # their names come from the bundle's labels
-        heads = {h.task: list(h.labels) for h in worker.pipeline.bundle.heads}
+        heads = worker.pipeline.bundle.labels
         ensure_topics(
             settings.kafka_common(),
             dict.fromkeys(settings.route_topics(heads), partitions),

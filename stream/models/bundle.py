@@ -65,6 +65,11 @@ class Bundle:
         return analyse_all(self.lexicon, texts)
 
     @property
+    def labels(self) -> dict[str, list[str]]:
+        """Each task's labels (what per-label route topics are named from)."""
+        return {h.task: list(h.labels) for h in self.heads}
+
+    @property
     def info(self) -> dict[str, Any]:
         """The ``model`` block every output event carries."""
         return {

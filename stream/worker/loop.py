@@ -194,8 +194,7 @@ class Worker:
         return self._stop.is_set()
 
     def _output_topics(self, pipeline: Pipeline) -> list[str]:
-        heads = {h.task: list(h.labels) for h in pipeline.bundle.heads}
-        return [*self.settings.output_topics(), *self.settings.route_topics(heads)]
+        return [*self.settings.output_topics(), *self.settings.route_topics(pipeline.bundle.labels)]
 
     def _check_topics(self) -> None:
         """At start, and while they fail, check that every output topic exists: a missing one
@@ -220,10 +219,8 @@ class Worker:
         if self.reloader is None:
             return
         new = self.reloader.take()
-        if new is not None and self.settings.route_labels:
-            problems = self.sink.check_topics(
-                self.settings.route_topics({h.task: list(h.labels) for h in new.bundle.heads})
-            )
+        if new is not None:
+            problems = self.sink.check_topics(self.settings.route_topics(new.bundle.labels))
             if problems:
                 self.reloader.refuse(f"its route topics are unusable: {problems}")
                 return
