@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "DeadLetter",
     "ErrorInfo",
+    "FeedbackEvent",
     "ImageCell",
     "ImageRef",
     "InputEvent",
@@ -24,6 +25,7 @@ __all__ = [
     "RationaleLink",
     "TaskLabel",
     "TextSpan",
+    "WordMark",
     "json_schemas",
 ]
 
@@ -173,10 +175,60 @@ class DeadLetter(BaseModel):
     at: datetime
 
 
+class WordMark(BaseModel):
+    """An analyst's mark on a rationale word: was it a right reason for the label?"""
+
+    model_config = ConfigDict(extra="forbid")
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    token: str = Field(max_length=256)
+    right: bool
+
+
+class FeedbackEvent(BaseModel):
+    """An analyst's answer about one labelled event (topic ``crisis.events.feedback``, key =
+    ``event_id``).
+
+    ``text`` travels with the answer so that a correction is a self-contained training
+    example: the adaptation service never has to find the event again. ``retracts`` names an
+    earlier answer (its ``id``) that this one undoes; an undo carries no ``label``. Of several
+    answers by one annotator for one (event, task), the latest counts.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1, max_length=128, description="unique id of this answer")
+    event_id: str = Field(min_length=1, max_length=256)
+    task: str = Field(min_length=1, max_length=64)
+    label: str | None = Field(None, max_length=128, description="the label the analyst chose")
+    retracts: str | None = Field(None, max_length=128, description="id of an answer undone")
+    text: str = Field(max_length=100_000, description="the event's text, as shown")
+    lang: str | None = None
+    event: str | None = Field(None, description="the disaster the event belongs to")
+    words: list[WordMark] = Field(default_factory=list, max_length=200)
+    annotator: str = Field(min_length=1, max_length=128)
+    at: datetime
+    model: ModelInfo = Field(description="the model whose output the analyst was shown")
+    shown: dict[str, str] = Field(
+        default_factory=dict, description="the label the model gave, by task, as shown"
+    )
+    origin: Origin | None = Field(None, description="where the labelled event was read")
+
+    @model_validator(mode="after")
+    def _label_or_retraction(self) -> FeedbackEvent:
+        if (self.label is None) == (self.retracts is None):
+            raise ValueError("feedback needs exactly one of label (an answer) or retracts (undo)")
+        if not self.text.strip():
+            raise ValueError("feedback has an empty text")
+        if any(w.end <= w.start or w.end > len(self.text) for w in self.words):
+            raise ValueError("a word mark lies outside the text")
+        return self
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """JSON Schemas of the three wire formats, keyed by file name."""
+    """JSON Schemas of the four wire formats, keyed by file name."""
     return {
         "input_event.schema.json": InputEvent.model_json_schema(),
         "labeled_event.schema.json": LabeledEvent.model_json_schema(),
         "dead_letter.schema.json": DeadLetter.model_json_schema(),
+        "feedback_event.schema.json": FeedbackEvent.model_json_schema(),
     }

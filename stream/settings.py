@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         description="topic that also gets events whose top probability is under the review "
         "threshold; unset: none",
     )
+    feedback_topic: str = Field(
+        "crisis.events.feedback",
+        description="topic of analysts' answers (the review page writes it, the adaptation "
+        "service reads it); run --create-topics creates it",
+    )
     dlq_topic: str = Field(
         "crisis.events.dlq",
         description="dead-letter topic: undecodable inputs and outputs the broker refuses",

@@ -88,6 +88,7 @@ def test_json_schemas_are_exported():
         "input_event.schema.json",
         "labeled_event.schema.json",
         "dead_letter.schema.json",
+        "feedback_event.schema.json",
     }
     labeled = schemas["labeled_event.schema.json"]
     assert {"id", "labels", "rationale", "origin", "model"} <= set(labeled["required"])

@@ -82,7 +82,10 @@ def run(
     if create_topics:
         ensure_topics(
             settings.kafka_common(),
-            dict.fromkeys([settings.input_topic, *settings.output_topics()], partitions),
+            dict.fromkeys(
+                [settings.input_topic, *settings.output_topics(), settings.feedback_topic],
+                partitions,
+            ),
             replication_factor,
         )
     logging.getLogger("stream").info("starting", extra={"settings": settings.redacted()})
