@@ -15,7 +15,8 @@ runtime, calibration (``softmax(z' / T)``) and exact rationales are untouched.
 
 numpy only (no scipy or scikit-learn): the service runs in the worker's image. The loss is
 convex and smooth; accelerated gradient descent with step ``1 / L`` (embeddings are unit
-vectors, so ``L <= sum of weights * 2 + l2``) (restarted when it overshoots) converges in a few hundred cheap steps.
+vectors, so ``L <= sum of weights * 2 + l2``), restarted when it overshoots, converges in a
+few hundred cheap steps.
 """
 
 from __future__ import annotations
