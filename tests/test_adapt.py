@@ -53,10 +53,10 @@ def test_every_fifth_counting_answer_is_held_back():
     ("raw", "kind"),
     [
         (b"", "empty"),
-        (b"{not json", "json"),
+        (b"{not json", "not_json"),
         (orjson.dumps({"id": "x"}), "schema"),
-        (answer("t", "informative", task="nope").model_dump_json().encode(), "task"),
-        (answer("t", "maybe").model_dump_json().encode(), "label"),
+        (answer("t", "informative", task="nope").model_dump_json().encode(), "unknown_task"),
+        (answer("t", "maybe").model_dump_json().encode(), "unknown_label"),
     ],
 )
 def test_feedback_that_cannot_count_says_why(raw: bytes, kind: str):

@@ -137,7 +137,7 @@ def test_answers_reach_the_worker_within_a_minute_and_survive_a_crash(
         ]
         assert sorted(a["id"] for a in journal) == sorted(a.id for a in sent + later)
         dead = TopicReader(s.bootstrap_servers, s.dlq_topic).until(1, 20)
-        assert [d["error"]["kind"] for d in dead] == ["json"]
+        assert [d["error"]["kind"] for d in dead] == ["not_json"]
         assert adapter.stop() == 0
     finally:
         labelled.close()

@@ -47,16 +47,19 @@ def parse_feedback(raw: bytes | None, labels: dict[str, list[str]]) -> FeedbackE
     try:
         answer = FeedbackEvent.model_validate(orjson.loads(raw))
     except orjson.JSONDecodeError as exc:
-        raise InvalidFeedback("json", f"not JSON: {exc}") from exc
+        raise InvalidFeedback("not_json", f"not JSON: {exc}") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "record"
         raise InvalidFeedback("schema", f"{where}: {first['msg']}") from exc
     if answer.task not in labels:
-        raise InvalidFeedback("task", f"unknown task {answer.task!r} (bundle has {list(labels)})")
+        raise InvalidFeedback(
+            "unknown_task", f"unknown task {answer.task!r} (bundle has {list(labels)})"
+        )
     if answer.label is not None and answer.label not in labels[answer.task]:
         raise InvalidFeedback(
-            "label", f"{answer.label!r} is not a label of {answer.task} ({labels[answer.task]})"
+            "unknown_label",
+            f"{answer.label!r} is not a label of {answer.task} ({labels[answer.task]})",
         )
     return answer
 
@@ -79,7 +82,9 @@ class Answers:
         if answer.id in self._all:
             return False
         if answer.retracts is not None and answer.retracts not in self._all:
-            raise InvalidFeedback("retraction", f"retracts {answer.retracts!r}, never received")
+            raise InvalidFeedback(
+                "unknown_retraction", f"retracts {answer.retracts!r}, never received"
+            )
         self._all[answer.id] = answer
         return True
 
