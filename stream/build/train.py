@@ -13,11 +13,8 @@ the worker will feed it.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -26,7 +23,7 @@ from stream.build.calibration import fit_temperature
 from stream.errors import MissingExtraError
 from stream.evaluation.intervals import bootstrap_intervals
 from stream.evaluation.metrics import accuracy, class_f1, expected_calibration_error, macro_f1
-from stream.models.heads import LinearHead
+from stream.models.heads import LinearHead, save_head
 from stream.models.lexicon import Analysis, LexicalPart
 from stream.models.numeric import softmax
 from stream.tasks import LABELS
@@ -148,22 +145,6 @@ class HeadResult:
             "lexical": self.lexical is not None,
             "metrics": self.metrics,
         }
-
-
-def save_head(
-    path: Path, weight: np.ndarray, bias: np.ndarray, lexical: LexicalPart | None = None
-) -> None:
-    """Write ``W``/``b`` (and a hybrid head's ``V``/``c``) as an .npz with fixed zip
-    timestamps (``np.savez`` stamps the current time, which would change the file's sha256 on
-    every build)."""
-    arrays = [("W", weight), ("b", bias)]
-    if lexical is not None:
-        arrays += [("V", lexical.weight), ("c", lexical.bias)]
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        for name, arr in arrays:
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arr, dtype=np.float32))
-            zf.writestr(zipfile.ZipInfo(f"{name}.npy", (1980, 1, 1, 0, 0, 0)), buf.getvalue())
 
 
 def evaluate(

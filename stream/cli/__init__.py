@@ -45,7 +45,13 @@ COMMANDS: dict[str, LazyCommand] = {
         (
             "schema",
             "schema:schema",
-            "Print or write the JSON Schemas of input, labelled and dead-letter events.",
+            "Print or write the JSON Schemas of input, labelled, dead-letter and feedback events.",
+        ),
+        (
+            "adapt",
+            "adapt:adapt",
+            "Adapt a bundle's heads to analysts' answers on the feedback topic, publishing gated "
+            "versions that workers on OUT/current hot-reload.",
         ),
         (
             "config",

@@ -20,7 +20,7 @@ __all__ = ["schema"]
     help="directory to write the schemas to; default: print",
 )
 def schema(out: Path | None) -> None:
-    """Print or write the JSON Schemas of input, labelled and dead-letter events."""
+    """Print or write the JSON Schemas of input, labelled, dead-letter and feedback events."""
     schemas = json_schemas()
     if out is None:
         click.echo(orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode())

@@ -13,6 +13,8 @@ they cover, so the rationale explains the whole logit.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from stream.rationale import spread
 if TYPE_CHECKING:
     from stream.models.text import TextEncoding
 
-__all__ = ["HeadOutput", "LinearHead"]
+__all__ = ["HeadOutput", "LinearHead", "save_head"]
 
 
 @dataclass(frozen=True)
@@ -130,3 +132,19 @@ class LinearHead:
             spans, shares = self.lexical.span_shares(analysis, label)
             out = out + spread(enc.offsets[i], enc.word_ids[i], spans, shares) / self.temperature
         return np.asarray(out, dtype=np.float32)
+
+
+def save_head(
+    path: Path, weight: np.ndarray, bias: np.ndarray, lexical: LexicalPart | None = None
+) -> None:
+    """Write ``W``/``b`` (and a hybrid head's ``V``/``c``) as an .npz with fixed zip
+    timestamps (``np.savez`` stamps the current time, which would change the file's sha256 on
+    every build)."""
+    arrays = [("W", weight), ("b", bias)]
+    if lexical is not None:
+        arrays += [("V", lexical.weight), ("c", lexical.bias)]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays:
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arr, dtype=np.float32))
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", (1980, 1, 1, 0, 0, 0)), buf.getvalue())
