@@ -318,6 +318,14 @@ class Settings(BaseSettings):
         description="longest one request to the metrics/health server may take, from "
         "connecting to the last byte of the answer: a slow or silent client is disconnected",
     )
+    review_port: int = Field(
+        8091, ge=0, le=65535, description="port of the analysts' review page (crisis-stream review)"
+    )
+    review_host: str = Field(
+        "127.0.0.1",
+        description="address the review page binds: loopback by default, like the other "
+        "servers (docs/decisions/0017); in a container, set 0.0.0.0",
+    )
     reload_interval_s: float = Field(2.0, description="bundle hot-reload check; 0 disables")
     kafka_stats_interval_ms: int = Field(
         2_000, description="librdkafka statistics: lag metrics, and noticing a broker is back"

@@ -103,6 +103,12 @@ COMMANDS: dict[str, LazyCommand] = {
             "Count labelled events per time window and serve them on HTTP (JSON + an HTML page).",
         ),
         (
+            "review",
+            "review:review",
+            "Serve the analysts' review page: low-confidence events one at a time, answers to the "
+            "feedback topic.",
+        ),
+        (
             "explain",
             "evaluation:explain",
             "Write a self-contained HTML explanation of the event in EVENT_FILE (one JSON object).",
