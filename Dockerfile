@@ -100,7 +100,8 @@ RUN python3 -m venv /opt/venv \
     && pip install -c /tmp/src/requirements.lock /tmp/src \
     && rm -rf /tmp/src
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/crisis \
-        --shell /usr/sbin/nologin crisis
+        --shell /usr/sbin/nologin crisis \
+    && install -d -o crisis -g crisis /var/lib/crisis/adapted
 COPY deploy/healthcheck.py /usr/local/bin/crisis-healthcheck
 # Inside a container the servers bind every interface: the container network is what Prometheus
 # and probes reach them on, and nothing outside it can unless a port is published (outside a
@@ -109,11 +110,14 @@ ENV CRISIS_BUNDLE=/models/bundle \
     CRISIS_METRICS_PORT=9108 \
     CRISIS_METRICS_HOST=0.0.0.0 \
     CRISIS_AGG_WEB_BIND=0.0.0.0 \
+    CRISIS_REVIEW_HOST=0.0.0.0 \
     CRISIS_LOG_LEVEL=INFO
-# 9108: the worker's /metrics, /healthz, /readyz; 6066: the aggregator's web views.
-EXPOSE 9108 6066
+# 9108: the worker's /metrics, /healthz, /readyz; 6066: the aggregator's web views; 8091: the
+# review page.
+EXPOSE 9108 6066 8091
 # /healthz of the role this container runs: the worker's (CRISIS_METRICS_PORT) for `run`, the
-# aggregator's web port for `aggregate` (CRISIS_ROLE, else the container's command line).
+# aggregator's web port for `aggregate`, the page's for `review`, the current bundle for `adapt`
+# (CRISIS_ROLE, else the container's command line).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/usr/local/bin/crisis-healthcheck"]
 ENTRYPOINT ["crisis-stream"]

@@ -151,7 +151,13 @@ def test_topics_service_creates_the_pipeline_topics(services: dict[str, Any]) ->
     assert topics["entrypoint"][:2] == ["/bin/bash", "-ec"]  # stops at the first failure
     created = topics_created(services)
     s = Settings()
-    assert set(created) == {s.input_topic, s.output_topic, s.review_topic, s.dlq_topic}
+    assert set(created) == {
+        s.input_topic,
+        s.output_topic,
+        s.review_topic,
+        s.dlq_topic,
+        s.feedback_topic,
+    }
     assert created[s.input_topic] == 6
     # at most one worker per input partition does useful work
     assert services["worker"]["deploy"]["replicas"] <= created[s.input_topic]
@@ -210,8 +216,31 @@ def test_the_healthcheck_probes_the_role() -> None:
     assert probe({}, ["x", "aggregate", "--web-port=7001"]).endswith(":7001/healthz")
     assert probe({"CRISIS_ROLE": "aggregate"}, ["tini", "--", "x"]).endswith(":6066/healthz")
     assert probe({"CRISIS_ROLE": "worker"}, ["x", "aggregate"]).endswith(":9108/healthz")
+    assert probe({}, ["crisis-stream", "review"]) == "http://127.0.0.1:8091/healthz"
+    assert probe({"CRISIS_ROLE": "review"}, ["x", "--port", "9000"]).endswith(":9000/healthz")
+    assert probe({}, ["x", "adapt", "--out", "/v/a"]) == "file:///v/a/current/manifest.json"
+    with pytest.raises(ValueError, match="--out"):
+        probe({"CRISIS_ROLE": "adapt"}, ["x"])
     with pytest.raises(ValueError, match="CRISIS_ROLE"):
         probe({"CRISIS_ROLE": "web"}, [])
+
+
+def test_workers_serve_the_adaptation_services_current_version(services: dict[str, Any]):
+    worker, adapt, review = services["worker"], services["adapt"], services["review"]
+    out = adapt["command"][adapt["command"].index("--out") + 1]
+    check_cli_args(adapt["command"])
+    check_cli_args(review["command"])
+    assert worker["environment"]["CRISIS_BUNDLE"] == f"{out}/current"
+    assert worker["depends_on"]["adapt"]["condition"] == "service_healthy"
+    volume = next(v for v in adapt["volumes"] if v.split(":")[1] == out).split(":")[0]
+    assert f"{volume}:{out}:ro" in worker["volumes"]  # workers only read the versions
+    assert "replicas" not in adapt.get("deploy", {})  # one service owns the versions
+    env = {k: str(v) for k, v in adapt["environment"].items()}
+    assert healthcheck.probe_url(env, ["crisis-stream", *adapt["command"]]) == (
+        f"file://{out}/current/manifest.json"
+    )
+    assert review["environment"]["CRISIS_REVIEW_HOST"] == "0.0.0.0"
+    assert "127.0.0.1:8091:8091" in review["ports"]
 
 
 def _published(entry: Any) -> tuple[str | None, str]:
@@ -353,7 +382,7 @@ def test_dockerfile_runtime_contract() -> None:
     assert last["CMD"] == '["run"]'
     assert last["HEALTHCHECK"].endswith('CMD ["python", "/usr/local/bin/crisis-healthcheck"]')
     assert ("COPY", "deploy/healthcheck.py /usr/local/bin/crisis-healthcheck") in runtime
-    assert set(last["EXPOSE"].split()) == {"9108", "6066"}
+    assert set(last["EXPOSE"].split()) == {"9108", "6066", "8091"}
 
 
 def test_dockerfile_commands_are_real() -> None:
