@@ -326,6 +326,12 @@ class Settings(BaseSettings):
         description="address the review page binds: loopback by default, like the other "
         "servers (docs/decisions/0017); in a container, set 0.0.0.0",
     )
+    review_public_hosts: EnvList = Field(
+        default_factory=list,
+        description="host names (host or host:port) the review page answers to besides "
+        "localhost and loopback addresses, e.g. the name of a proxy in front of it; any other "
+        "Host header is refused (DNS rebinding)",
+    )
     reload_interval_s: float = Field(2.0, description="bundle hot-reload check; 0 disables")
     kafka_stats_interval_ms: int = Field(
         2_000, description="librdkafka statistics: lag metrics, and noticing a broker is back"

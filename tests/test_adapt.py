@@ -41,12 +41,16 @@ def test_the_latest_answer_of_an_annotator_counts_and_an_undo_restores_the_one_b
         a.add(answer("t", None, retracts="nope"))
 
 
-def test_every_fifth_counting_answer_is_held_back():
+def test_about_one_text_in_five_is_held_back_whatever_its_case_or_spacing():
+    texts = [f"Bridge {i} closed after the flood" for i in range(2000)]
+    share = sum(map(held_back, texts)) / len(texts)
+    assert 0.17 < share < 0.23
+    assert all(held_back(t) == held_back(f"  {t.upper()} ") for t in texts[:200])
     a = Answers()
-    a.extend(answers(23))
+    a.extend(answers(40))
     fitted, held = a.split("informative")
-    assert (len(fitted), len(held)) == (19, 4)
-    assert [held_back(i) for i in range(10)] == [False] * 4 + [True] + [False] * 4 + [True]
+    assert [x.id for x in held] == [x.id for x in a.counting("informative") if held_back(x.text)]
+    assert len(fitted) + len(held) == 40 and held
 
 
 @pytest.mark.parametrize(
@@ -172,7 +176,7 @@ def test_answers_adapt_the_head_to_the_event_and_the_gate_lets_it_serve(bundle: 
     a.extend(answers(40))
     (result,) = [r for r in adapter.adapt(a) if r.task == "informative"]
     assert result.accepted, result.reason
-    assert (result.fitted, result.held_back) == (32, 8)
+    assert (result.fitted, result.held_back) == (34, 6)
     assert result.gate["macro_f1_candidate"] > result.gate["macro_f1_serving"]
     head = next(h for h in bundle.heads if h.task == "informative")
     new = [traffic(100 + i) for i in range(8)] + [flood(100 + i) for i in range(4)]
@@ -192,8 +196,11 @@ def test_the_gate_refuses_answers_that_the_held_back_ones_contradict(bundle: Bun
     candidate scores worse than the serving head on them and must not serve."""
     adapter = Adapter(bundle, min_answers=10, max_drop=0.0)
     a = Answers()
+    sunsets = [t for t in (f"Lovely sunset over the bay today #{i}" for i in range(60))]
+    held_sunsets = [t for t in sunsets if held_back(t)][:3]  # the model agrees: not informative
+    a.extend(answer(t, "not_informative") for t in held_sunsets)
     for i in range(40):
-        label = "informative" if held_back(i) else "not_informative"
+        label = "informative" if held_back(traffic(i)) else "not_informative"
         a.add(answer(traffic(i), label))
     (result,) = adapter.adapt(a)
     assert not result.accepted and "held-back macro-F1" in result.reason

@@ -229,3 +229,17 @@ def test_the_page_settings_are_checked_and_a_review_topic_is_needed(
     assert (loaded.review_port, loaded.review_host) == (8099, "0.0.0.0")
     res = CliRunner().invoke(cli, ["review", "--topic", ""])
     assert isinstance(res.exception, ConfigError) and "no review topic" in str(res.exception)
+
+
+def test_only_loopback_or_configured_host_names_are_answered():
+    """DNS rebinding: a hostile page whose name now points at this machine sends its own name
+    as Host (and Origin): refused, whatever the port."""
+    from stream.review.web import _allowed_host
+
+    for host in ("localhost:8091", "127.0.0.1:8091", "[::1]:8091", "LOCALHOST", "127.0.0.1"):
+        assert _allowed_host(host, ())
+    for host in ("evil.example:8091", "evil.example", "127.0.0.1.evil.example:8091", ""):
+        assert not _allowed_host(host, ())
+    assert _allowed_host("review.ops.example", ("review.ops.example",))
+    assert _allowed_host("review.ops.example:443", ("review.ops.example",))
+    assert not _allowed_host("other.example", ("review.ops.example",))

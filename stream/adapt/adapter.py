@@ -6,10 +6,12 @@ recipe, no drift from corrections stacked on corrections, and a result that depe
 the answers. The encoder is the base bundle's, frozen, so an answer's embedding is computed
 once and kept.
 
-The gate is the backtest's, on feedback nobody trained on: the candidate must not score a
-macro-F1 more than ``max_drop`` below the head serving now, on the held-back answers
-(:func:`stream.adapt.answers.held_back`). A task with fewer than ``min_answers`` counting
-answers is not adapted yet: too few held back to judge.
+The gate is the backtest's, on feedback nobody trained on (:func:`stream.adapt.answers.
+held_back`): the candidate must not score a macro-F1 more than ``max_drop`` below the head
+serving now, nor below the base head (so that small allowed drops cannot add up over rounds).
+A task is not adapted yet with fewer than ``min_answers`` counting answers, or while its
+held-back answers carry fewer than two labels: a candidate that gives every event one label
+would score perfectly on held-back answers of that one label.
 """
 
 from __future__ import annotations
@@ -121,6 +123,10 @@ class Adapter:
         if n_fit + n_held < self.min_answers:
             why = f"{n_fit + n_held} answers, {self.min_answers} needed"
             return TaskAdaptation(task, n_fit, n_held, False, why)
+        kinds = len({a.label for a in held})
+        if kinds < 2 or not fitted:
+            why = f"held-back answers carry {kinds} label(s), 2 needed to judge"
+            return TaskAdaptation(task, n_fit, n_held, False, why if fitted else "none fitted")
         index = {name: i for i, name in enumerate(head.labels)}
         x, analyses = self._features(fitted)
         y = np.array([index[str(a.label)] for a in fitted])
@@ -129,12 +135,22 @@ class Adapter:
         w, b = correction.fold(head.weight, head.bias, head.temperature)
         xh, ah = self._features(held)
         yh = np.array([index[str(a.label)] for a in held])
-        now_w, now_b = self.serving[task]
         classes = len(head.labels)
-        before = _macro_f1(yh, softmax(self._logits(head, now_w, now_b, xh, ah)).argmax(1), classes)
-        after = _macro_f1(yh, softmax(self._logits(head, w, b, xh, ah)).argmax(1), classes)
-        gate = {"macro_f1_serving": before, "macro_f1_candidate": after}
-        if after < before - self.max_drop:
-            why = f"held-back macro-F1 {after:.3f} < serving {before:.3f} - {self.max_drop}"
+
+        def score(weight: np.ndarray, bias: np.ndarray) -> float:
+            logits = self._logits(head, weight, bias, xh, ah)
+            return _macro_f1(yh, softmax(logits).argmax(1), classes)
+
+        gate = {
+            "macro_f1_base": score(head.weight, head.bias),
+            "macro_f1_serving": score(*self.serving[task]),
+            "macro_f1_candidate": score(w, b),
+        }
+        floor = max(gate["macro_f1_base"], gate["macro_f1_serving"]) - self.max_drop
+        if gate["macro_f1_candidate"] < floor:
+            why = (
+                f"held-back macro-F1 {gate['macro_f1_candidate']:.3f} < "
+                f"{floor + self.max_drop:.3f} (serving or base) - {self.max_drop}"
+            )
             return TaskAdaptation(task, n_fit, n_held, False, why, w, b, gate)
         return TaskAdaptation(task, n_fit, n_held, True, "gate passed", w, b, gate)

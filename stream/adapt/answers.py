@@ -6,13 +6,17 @@ their id (a re-delivered answer is one answer), and of one annotator's answers a
 (event, task) the latest that was not retracted counts. Answers of different annotators all
 count: disagreement is information the logistic fit can weigh.
 
-Every ``HELD_BACK_EVERY``-th counting answer of a task, in arrival order, is held back: never
-fitted, only used to gate the adapted head against the one serving (the backtest gate on
-feedback nobody trained on). The simulation of the docs uses the same rule.
+About one answer in ``HELD_BACK_EVERY`` is held back: never fitted, only used to gate the
+adapted head against the one serving (the backtest gate on feedback nobody trained on). Which
+one is decided by a hash of the answer's text, not by its position: every answer about the same
+text (two annotators, a retweet) falls on the same side, and an undo or a changed answer never
+moves an answer the serving head was trained on into the held-back set. The simulation of the
+docs uses the same rule.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import orjson
@@ -25,10 +29,11 @@ __all__ = ["HELD_BACK_EVERY", "Answers", "InvalidFeedback", "held_back", "parse_
 HELD_BACK_EVERY = 5
 
 
-def held_back(position: int) -> bool:
-    """Whether the answer at ``position`` (0-based, arrival order within its task) is held
-    back for the gate: the 5th, 10th, ... answer."""
-    return position % HELD_BACK_EVERY == HELD_BACK_EVERY - 1
+def held_back(text: str) -> bool:
+    """Whether answers about ``text`` are held back for the gate (about one text in
+    ``HELD_BACK_EVERY``; case and spacing do not matter)."""
+    key = " ".join(text.casefold().split()).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % HELD_BACK_EVERY == 0
 
 
 class InvalidFeedback(ValueError):
@@ -111,6 +116,6 @@ class Answers:
         """(fitted, held back) answers of ``task``."""
         fitted: list[FeedbackEvent] = []
         held: list[FeedbackEvent] = []
-        for i, a in enumerate(self.counting(task)):
-            (held if held_back(i) else fitted).append(a)
+        for a in self.counting(task):
+            (held if held_back(a.text) else fitted).append(a)
         return fitted, held

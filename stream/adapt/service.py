@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from stream.adapt.adapter import Adapter, TaskAdaptation
 from stream.adapt.answers import Answers, InvalidFeedback, parse_feedback
@@ -76,19 +83,26 @@ class AdaptService:
         self._first_new_at: float | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._refused: list[str] = []  # dead letters the broker refused in this batch
+        self._backoff_s = 0.0
+        self.source = self.base  # the private copy versions link to, once started
         self.last: dict[str, Any] = {}
 
     # -- start -------------------------------------------------------------------------------
 
     def start(self) -> AdaptService:
-        """Read the journal back, restore the heads serving now, publish the base as the first
-        version when there is none, and join the consumer group."""
-        self.answers.extend(self.journal.read())
+        """Read the journal back, copy the base next to the versions, publish it as a version
+        when there is none or the base bundle changed, restore the heads serving now, and join
+        the consumer group."""
+        self._read_journal()
+        self.source = self.versions.seed(self.base)
         current = self.versions.current()
-        if current is None:
-            current = self.versions.publish(self.base, {}, self._lineage_edit({}, 0))
-            log.info("first version: the base bundle", extra={"version_dir": str(current)})
-        self._restore_serving(current)
+        if current is None or _base_sha(current) != self.bundle.sha256:
+            number = self.versions.next_number()
+            current = self.versions.publish(self.source, {}, self._lineage_edit({}, number, 0))
+            log.info("serving the base bundle", extra={"version_dir": str(current)})
+        else:
+            self._restore_serving(current)
         adapted = self._adapted_count(current)
         if len(self.answers) > adapted:  # answers journaled, no version yet: adapt soon
             self._new = len(self.answers) - adapted
@@ -108,6 +122,22 @@ class AdaptService:
         self._consumer.subscribe([self.settings.feedback_topic])
         self._producer = Producer({**self.settings.kafka_common(), "log_level": 3})
         return self
+
+    def _read_journal(self) -> None:
+        """The journaled answers that still fit the bundle (a new base may have other labels:
+        the others stay in the journal, counted and logged, not used)."""
+        unfit = 0
+        for answer in self.journal.read():
+            labels = self.bundle.labels.get(answer.task)
+            if labels is None or (answer.label is not None and answer.label not in labels):
+                unfit += 1
+                continue
+            try:
+                self.answers.add(answer)
+            except InvalidFeedback:
+                unfit += 1
+        if unfit:
+            log.warning("journaled answers that do not fit this bundle", extra={"count": unfit})
 
     def _restore_serving(self, current: Path) -> None:
         manifest = orjson.loads((current / "manifest.json").read_bytes())
@@ -144,11 +174,13 @@ class AdaptService:
     def _take(self, records: list[Message]) -> None:
         assert self._consumer is not None and self._producer is not None
         fresh: list[FeedbackEvent] = []
+        self._refused.clear()
         for msg in records:
             err = msg.error()
             if err is not None:
                 if err.fatal():
                     raise BrokerError(f"feedback consumer: {err}")
+                log.warning("feedback consumer: %s", err)
                 continue
             try:
                 answer = parse_feedback(msg.value(), self.bundle.labels)
@@ -157,13 +189,34 @@ class AdaptService:
             except InvalidFeedback as exc:
                 self._dead_letter(msg, exc)
         self.journal.append(fresh)
-        if self._producer.flush(30) > 0:
-            raise BrokerError("dead letters of feedback not delivered in 30 s")
-        self._consumer.commit(offsets=_next_offsets(records), asynchronous=False)
+        self._producer.flush(30)
+        offsets = _next_offsets(records)
+        if self._refused or len(self._producer):
+            self._rewind(records, f"dead letters not delivered: {self._refused[:1]}")
+            return
+        self._backoff_s = 0.0
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
         if fresh:
             self._new += len(fresh)
             if self._first_new_at is None:
                 self._first_new_at = self._clock()
+
+    def _rewind(self, records: list[Message], reason: str) -> None:
+        """A fault of the system (the dead-letter topic refuses): nothing is committed, the
+        batch is read again after a doubling delay; its good answers are journaled already and
+        recognised by their ids."""
+        assert self._consumer is not None
+        first: dict[tuple[str, int], int] = {}
+        for msg in records:
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if msg.error() is None and topic and partition is not None and offset is not None:
+                first[(topic, partition)] = min(first.get((topic, partition), offset), offset)
+        for (topic, partition), offset in first.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+        self._backoff_s = min(max(self._backoff_s * 2, 0.5), 30.0)
+        log.error("feedback batch held: %s; again in %.1f s", reason, self._backoff_s)
+        time.sleep(self._backoff_s)
 
     def _dead_letter(self, msg: Message, exc: InvalidFeedback) -> None:
         assert self._producer is not None
@@ -172,13 +225,21 @@ class AdaptService:
         )
         letter = dead_letter(msg.value(), InvalidEvent(exc.kind, exc.message), origin)
         headers = dead_letter_headers(normalise(msg.headers()), exc.kind, exc.message, origin)
-        self._producer.produce(
-            self.settings.dlq_topic,
-            key=msg.key(),
-            value=letter.model_dump_json().encode(),
-            headers=list(headers),
-        )
+        try:
+            self._producer.produce(
+                self.settings.dlq_topic,
+                key=msg.key(),
+                value=letter.model_dump_json().encode(),
+                headers=list(headers),
+                on_delivery=self._delivered,
+            )
+        except (KafkaException, BufferError) as err:  # e.g. a topic librdkafka knows is missing
+            self._refused.append(str(err))
         log.warning("feedback dead-lettered", extra={"kind": exc.kind, "reason": exc.message})
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._refused.append(str(err))
 
     def _due(self) -> bool:
         if self._new <= 0 or self._first_new_at is None:
@@ -228,28 +289,30 @@ class AdaptService:
         files["feedback.jsonl"] = copy_journal
         number = self.versions.next_number()
         summary = {r.task: r.summary() for r in results}
-        return self.versions.publish(self.base, files, self._lineage_edit(summary, number))
+        return self.versions.publish(
+            self.source, files, self._lineage_edit(summary, number, len(self.answers))
+        )
 
     def _lineage_edit(
-        self, summary: dict[str, Any], number: int
+        self, summary: dict[str, Any], number: int, received: int
     ) -> Callable[[dict[str, Any]], None]:
         base = self.bundle.info
         previous = self.versions.current()
         adapted = {t for t, (w, _) in self.adapter.serving.items() if w is not self._base_w(t)}
 
         def edit(manifest: dict[str, Any]) -> None:
-            if number:
+            if adapted:
                 manifest["version"] = f"{base['version']}+adapt.{number}"
             manifest["adaptation"] = {
                 "base": {k: base[k] for k in ("bundle", "version", "sha256")},
                 "parent": previous.name if previous else None,
                 "number": number,
-                "answers_received": len(self.answers),
+                "answers_received": received,
                 "tasks": summary,
                 "l2": self.adapter.l2,
                 "max_drop": self.adapter.max_drop,
                 "at": datetime.now(UTC).isoformat(),
-                "journal": "feedback.jsonl" if number else None,
+                "journal": "feedback.jsonl" if adapted else None,
             }
             for head in manifest["heads"]:
                 if head["task"] in adapted:
@@ -268,6 +331,13 @@ class AdaptService:
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None
+
+
+def _base_sha(version: Path) -> str | None:
+    """The sha256 of the base bundle ``version`` was made from."""
+    manifest = orjson.loads((version / "manifest.json").read_bytes())
+    base = manifest.get("adaptation", {}).get("base", {})
+    return base.get("sha256") if isinstance(base, dict) else None
 
 
 def _next_offsets(records: list[Message]) -> list[TopicPartition]:

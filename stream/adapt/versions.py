@@ -3,7 +3,8 @@
 Layout of the service's directory::
 
     out/feedback.jsonl     every answer received, in arrival order (the journal)
-    out/versions/0000/     the base bundle as received (hard links)
+    out/base/              a private copy of the base bundle, on the versions' file system
+    out/versions/0000/     the base bundle as received (hard links to out/base)
     out/versions/0003/     an adapted bundle: new head files, lineage in its manifest
     out/current -> versions/0003
 
@@ -11,8 +12,10 @@ Workers run with ``--bundle out/current``. A version is complete before the link
 under a hidden name, renamed), and the link is replaced atomically (``rename`` of a new link
 over the old), so the hot reloader sees either the old bundle or the new one, never a mix; it
 detects the change because the link's target, the bundle's real path, changed. Unchanged files
-are hard links to the base bundle's (a version costs the size of its heads), falling back to
-copies across file systems. Old versions are pruned, keeping the newest ``keep``.
+are hard links to ``out/base``, a copy made once: a base bundle elsewhere may sit on another
+file system (an image layer: every version would be a full copy) or be updated in place (which
+would change every linked version under the workers). Written files are fsynced before the
+rename. Old versions are pruned, keeping the newest ``keep``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -53,6 +61,32 @@ class BundleVersions:
         self.versions = self.root / "versions"
         self.link = self.root / "current"
         self.keep = keep
+
+    def seed(self, base: Path) -> Path:
+        """``out/base``: a verified copy of ``base``, made again only when ``base``'s files
+        differ (a new base bundle; versions already linked to the old copy keep its files)."""
+        private = self.root / "base"
+        wanted = orjson.loads((base / "manifest.json").read_bytes())
+        if (private / "manifest.json").is_file():
+            have = orjson.loads((private / "manifest.json").read_bytes())
+            if have.get("files") == wanted["files"]:
+                return private
+        self.root.mkdir(parents=True, exist_ok=True)
+        stage = self.root / ".base.partial"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        for name in [*wanted["files"], "manifest.json"]:
+            (stage / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(base / name, stage / name)
+        verify_files(stage, read_manifest(stage))
+        old = self.root / ".base.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if private.exists():
+            private.rename(old)
+        stage.rename(private)
+        shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(self.root)
+        return private
 
     def current(self) -> Path | None:
         """The directory ``current`` points at, or None before the first version."""
@@ -91,9 +125,11 @@ class BundleVersions:
                 _link_or_copy(source / name, stage / name)
         for name, write in files.items():
             write(stage / name)
+            _fsync_file(stage / name)
             manifest["files"][name] = sha256_file(stage / name)
         edit(manifest)
         (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        _fsync_file(stage / "manifest.json")
         verify_files(stage, read_manifest(stage), only=set(files))
         final = self.versions / f"{number:04d}"
         stage.rename(final)

@@ -59,5 +59,6 @@ def review(
         feedback_topic=settings.feedback_topic,
         host=settings.review_host,
         port=settings.review_port,
+        public_hosts=tuple(settings.review_public_hosts),
     )
     run_review(Review(config))

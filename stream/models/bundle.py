@@ -173,8 +173,11 @@ def load_bundle(
     spinning: bool = False,
     cache_size: int = 0,
 ) -> Bundle:
-    """Load and verify a bundle; ``precision`` overrides the manifest's default encoder file."""
-    bundle_dir = Path(bundle_dir)
+    """Load and verify a bundle; ``precision`` overrides the manifest's default encoder file.
+
+    A link to a bundle (the adaptation service's ``current``) is resolved once, first: every
+    file is then read from the same version even if the link moves during the load."""
+    bundle_dir = Path(bundle_dir).resolve()
     manifest = read_manifest(bundle_dir)
     spec = manifest.text_encoder
     prec = precision or spec.precision

@@ -81,7 +81,7 @@ class BundleReloader:
         if current == self._refused and time.monotonic() < self._retry_at:
             return
         try:
-            pipeline = self._load(self.path)
+            pipeline = self._load(Path(current[0]))  # the version fingerprinted, not the link
         except (CrisisStreamError, OSError, ValueError) as exc:
             self._refuse(current, str(exc))
             return

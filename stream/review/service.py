@@ -51,6 +51,7 @@ class ReviewConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     refresh_s: float = 10.0
+    public_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.review_topic == self.feedback_topic:

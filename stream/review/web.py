@@ -8,7 +8,10 @@ The page shows text written by strangers and writes to a topic a model learns fr
 - a write needs ``Content-Type: application/json`` (which a cross-site form cannot send and a
   cross-site ``fetch`` can only after a preflight this server never grants) and, when the
   browser names an ``Origin``, this server's own: another site cannot answer in an analyst's
-  name.
+  name;
+- every request must name this server in its ``Host`` header (localhost, a loopback address,
+  or one of ``CRISIS_REVIEW_PUBLIC_HOSTS``): a hostile site that points its own name at this
+  machine (DNS rebinding) makes Origin and Host agree, but not name an allowed host.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Security headers on every answer; refusals and broker failures as JSON reasons."""
     try:
+        if not _allowed_host(request.host, request.app[REVIEW].config.public_hosts):
+            raise RequestError(421, "this server does not answer to that host name")
         response = await handler(request)
     except RequestError as exc:
         response = web.json_response({"error": exc.reason}, status=exc.status)
@@ -74,6 +79,18 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     response.headers.update(HEADERS)
     return response
+
+
+LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def _allowed_host(host: str, public: tuple[str, ...]) -> bool:
+    """``host`` (a Host header: name, IPv4, [IPv6], optional port) is loopback or public."""
+    if host in public:
+        return True
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or "]:" in host else host
+    name = name.strip("[]").lower()
+    return name in LOOPBACK or name in {h.lower() for h in public}
 
 
 async def _body(request: web.Request) -> Any:
