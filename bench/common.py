@@ -8,6 +8,7 @@ are printed too, for context only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
@@ -115,6 +116,28 @@ def group_cpu_s(pgid: int | None) -> float:
         if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
+
+
+def machine() -> str:
+    """One line naming the CPU (model, cores, the int8-relevant instruction sets): int8 and fp32
+    kernels, hence every ratio against them, differ by instruction set."""
+    model, flags = "unknown CPU", set[str]()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    isa = {f: "yes" if f in flags else "no" for f in ("avx2", "avx512_vnni")}
+    marks = ", ".join(f"{f} {v}" for f, v in isa.items())
+    return f"machine: {model}, {os.cpu_count()} cores, {marks}"
+
+
+def write_result(path: str, report: str) -> None:
+    """Save a report with its date and the command that produced it (bench/results/README)."""
+    head = f"{time.strftime('%Y-%m-%d %H:%M')}: python {' '.join(sys.argv)}"
+    Path(path).write_text(f"{head}\n\n{report}\n")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

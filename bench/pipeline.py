@@ -31,6 +31,7 @@ from stream.local.broker import LocalBroker
 from stream.models.bundle import load_bundle
 from stream.ops.admin import ensure_topics
 from stream.pipeline import Pipeline
+from stream.runtime import consumer_conf
 from stream.schemas import InputEvent
 from stream.settings import Settings
 from stream.sinks import JsonlSink, KafkaSink
@@ -154,18 +155,20 @@ def run_worker(s: Settings, source: Source, sink: Any, pipe: Pipeline, n: int) -
     return n / (end - timed.first)
 
 
-def kafka_rate(bootstrap: str, pipe: Pipeline, values: list[bytes], batch: int, **kw: Any) -> float:
+def kafka_run(
+    bootstrap: str, pipe: Pipeline, values: list[bytes], batch: int, **kw: Any
+) -> tuple[float, Settings]:
+    """Events/s of the worker on ``values`` seeded into fresh topics, and its settings (which
+    name the topics, so a caller can read the outputs back)."""
     s = settings_for(bootstrap, batch_max_events=batch, **kw)
     ensure_topics(s.kafka_common(), {s.input_topic: 1, **dict.fromkeys(s.output_topics(), 1)})
     seed(bootstrap, s.input_topic, values)
-    conf = {
-        **s.kafka_common(),
-        "group.id": s.group_id,
-        "auto.offset.reset": "earliest",
-        "auto.commit.interval.ms": s.commit_interval_ms,
-    }
-    source = KafkaSource(conf, [s.input_topic])
-    return run_worker(s, source, KafkaSink(s.kafka_common()), pipe, len(values))
+    source = KafkaSource(consumer_conf(s), [s.input_topic])  # the worker's own properties
+    return run_worker(s, source, KafkaSink(s.kafka_common()), pipe, len(values)), s
+
+
+def kafka_rate(bootstrap: str, pipe: Pipeline, values: list[bytes], batch: int, **kw: Any) -> float:
+    return kafka_run(bootstrap, pipe, values, batch, **kw)[0]
 
 
 def jsonl_rate(pipe: Pipeline, values: list[bytes], batch: int) -> float:

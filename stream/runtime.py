@@ -70,8 +70,16 @@ def build_pipeline(settings: Settings) -> Pipeline:
     return pipeline
 
 
+#: how often librdkafka rechecks a full prefetch queue (its default, 1 s, starved a consumer
+#: draining a backlog faster than prefetch_events a second; the check is local, no request)
+PREFETCH_RECHECK_MS = 100
+
+
 def consumer_conf(settings: Settings) -> dict[str, object]:
+    """The worker's consumer properties; ``CRISIS_KAFKA`` overrides the prefetch pair."""
     conf: dict[str, object] = {
+        "queued.min.messages": settings.prefetch_events,
+        "fetch.queue.backoff.ms": PREFETCH_RECHECK_MS,
         **settings.kafka_common(),
         "group.id": settings.group_id,
         "auto.offset.reset": settings.auto_offset_reset,

@@ -277,6 +277,15 @@ class Settings(BaseSettings):
         500, description="most records taken from the consumer in one poll"
     )
     poll_timeout_ms: int = Field(50, description="longest wait of one consumer poll")
+    prefetch_events: int = Field(
+        1_000,
+        ge=1,
+        description="records the consumer keeps fetched ahead (librdkafka queued.min.messages, "
+        "rechecked every 100 ms): seconds of this worker's work. librdkafka's 100,000 holds "
+        "minutes of it in memory, fetched again by the next owner after a rebalance, and on a "
+        "broker that answers empty fetches at once (noida-db) the consumer fetches in a loop "
+        "once it has the whole backlog (docs/brokers.md)",
+    )
     max_in_flight: int = Field(
         2_000,
         description="outputs awaiting acknowledgement before the input is paused (backpressure)",
