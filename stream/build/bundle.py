@@ -42,11 +42,19 @@ from stream.data.crisismmd import SPLITS, load_split
 from stream.errors import BundleError
 from stream.models import selfcheck
 from stream.models.bundle import Bundle, load_bundle, sha256_file
+from stream.models.function_words import FunctionWords, packaged_json
 from stream.models.lexicon import Lexicon
 from stream.models.links import LINK_PATTERN
 from stream.models.numeric import cosine_stats
 
-__all__ = ["BUNDLE_NAME", "BUNDLE_VERSION", "DEFAULT_ENCODER", "HeadsFrom", "build_bundle"]
+__all__ = [
+    "BUNDLE_NAME",
+    "BUNDLE_VERSION",
+    "DEFAULT_ENCODER",
+    "HeadsFrom",
+    "Pooling",
+    "build_bundle",
+]
 
 DEFAULT_ENCODER = "e5"  # multilingual: a crisis is tweeted in its own languages
 BUNDLE_NAME = ENCODERS[DEFAULT_ENCODER].bundle_name  # the default bundle
@@ -54,9 +62,19 @@ BUNDLE_VERSION = "0.1.0"
 MAX_LENGTH = 128
 INT8, FP32, TOKENIZER = "text_encoder.int8.onnx", "text_encoder.fp32.onnx", "tokenizer.json"
 LEXICON = "lexicon.json"
+FUNCTION_WORDS = "function_words.json"
 DATA_NOTE = "CrisisMMD v2.0 agreed splits"
 CORPUS_SOURCES = ("crisismmd", "crisislex_t26", "figure8")  # read beside the CrisisMMD folder
 HeadsFrom = Literal["corpus", "crisismmd"]
+Pooling = Literal["mean", "mean_content"]
+POOLING_WHY = (
+    "the mean over the tokens of words that are not function words (function_words.json, "
+    "also left out of the lexicon): a rationale never names 'in' or 'de'. On the five dev "
+    "events' folds (400 messages per event) function words fell from 27 % to 1 % of the "
+    "top-5 rationale words, ERASER comprehensiveness at k=5 rose from 4.1x to 4.3x random "
+    "(informative) and 3.6x to 3.9x (humanitarian), macro-F1 moved -0.000 / -0.003 "
+    "(docs/rationales.md)"
+)
 FINETUNE_ENV = "CRISIS_STREAM_FINETUNE"  # "0": heads on the frozen package encoder
 _TOOLS = ("torch", "transformers", "onnx", "onnxruntime", "scikit-learn", "tokenizers")
 
@@ -73,20 +91,23 @@ def _encoder_section(
     model_id: str,
     calibration: Sequence[str] = export.SAMPLE_TEXTS,
     candidates: Sequence[export.Quantization] = export.CANDIDATES,
+    skip: FunctionWords | None = None,
 ) -> dict[str, Any]:
     """Export (the package weights, or the fine-tuned ones, in ``model_dir``), quantize (first
     candidate meeting the cosine bar vs that fp32 export) and measure the text encoder.
-    ``calibration``: texts a smoothed candidate measures activations on (train tweets)."""
+    ``calibration``: texts a smoothed candidate measures activations on (train tweets);
+    ``skip``: content pooling's function words (the self-check pools as the runtime will)."""
     diff = export.export_fp32(stage / FP32, model_dir)
     if diff > 1e-3:
         raise BundleError(f"ONNX export of {model_id} differs from torch by {diff:.2e}")
     shutil.copyfile(tokenizer, stage / TOKENIZER)
     progress(f"text encoder exported to ONNX fp32 (max |onnx - torch| = {diff:.1e})")
-    ref = export.embed(stage / FP32, stage / TOKENIZER, check_texts)
+    ref = export.embed(stage / FP32, stage / TOKENIZER, check_texts, skip=skip)
     tried: list[dict[str, Any]] = []
     for q in candidates:
         export.quantize_int8(stage / FP32, stage / INT8, q, tokenizer, calibration)
-        cos = cosine_stats(export.embed(stage / INT8, stage / TOKENIZER, check_texts), ref)
+        got = export.embed(stage / INT8, stage / TOKENIZER, check_texts, skip=skip)
+        cos = cosine_stats(got, ref)
         tried.append({"config": q.name, "cosine_vs_fp32": cos})
         if cos["min"] >= export.COSINE_BAR:
             break
@@ -139,7 +160,15 @@ def _encoder_section(
         "tokenizer": TOKENIZER,
         "max_length": MAX_LENGTH,
         "dim": int(ref.shape[1]),
-        "pooling": "mean",
+        **(
+            {
+                "pooling": "mean_content",
+                "function_words": FUNCTION_WORDS,
+                "pooling_why": POOLING_WHY,
+            }
+            if skip is not None
+            else {"pooling": "mean"}
+        ),
         "normalize": True,
         "quantization": quantization,
         **section,
@@ -194,6 +223,7 @@ def _command(
     activations: export.Activations = "per-token",
     heads: HeadsFrom = "corpus",
     finetune: bool = False,
+    pooling: Pooling = "mean_content",
 ) -> str:
     """The ``models build`` command line that rebuilds this bundle."""
     flags = "" if choice.key == DEFAULT_ENCODER else f" --encoder {choice.key}"
@@ -204,6 +234,8 @@ def _command(
     flags += "" if heads == "corpus" else f" --heads {heads}"
     if finetune != choice.finetune_by_default:
         flags += " --finetune" if finetune else " --no-finetune"
+    if pooling != _resolve_pooling(None, finetune):
+        flags += f" --pooling {pooling}"
     return f"crisis-stream models build --out {out_dir}{flags}"
 
 
@@ -277,6 +309,17 @@ def _resolve_options(
     return choice, drop_links, finetune
 
 
+def _resolve_pooling(pooling: Pooling | None, finetune: bool) -> Pooling:
+    """Content pooling unless the encoder is fine-tuned: fine-tuning learns through the plain
+    mean pool (:mod:`stream.build.finetune`), and content pooling was measured on the frozen
+    encoder only."""
+    if pooling is None:
+        return "mean" if finetune else "mean_content"
+    if pooling == "mean_content" and finetune:
+        raise BundleError("content pooling needs a frozen encoder: pass --no-finetune")
+    return pooling
+
+
 def _work_tokenizer(work_dir: Path, source: Path, drop_links: bool) -> Path:
     """The source model's tokenizer in ``work_dir``, rewritten to drop links if asked."""
     tokenizer = work_dir / TOKENIZER
@@ -297,6 +340,7 @@ def _text_section(
     choice: EncoderChoice,
     activations: export.Activations,
     drop_links: bool,
+    skip: FunctionWords | None,
 ) -> dict[str, Any]:
     """Exports the (fine-tuned) text encoder into ``stage``; its manifest section."""
     section = _encoder_section(
@@ -308,6 +352,7 @@ def _text_section(
         choice.model_id,
         _calibration_texts(data_dir),
         export.candidates_for(activations),
+        skip,
     )
     if drop_links:
         section["preprocessing"] = f"links ({LINK_PATTERN}) removed by the tokenizer"
@@ -324,13 +369,14 @@ def _fit_heads(
     onnx_file: Path,
     progress: Progress,
     tuned: finetune_mod.FinetuneResult | None,
+    skip: FunctionWords | None,
 ) -> tuple[list[train.HeadResult], Lexicon | None, Any]:
     """The heads, the lexicon of hybrid heads, and the manifest's note on the data."""
     if data_dir is not None and heads == "corpus":
         corpus = load_corpus(data_dir.parent, CORPUS_SOURCES)
         data_note = training_summary(corpus)
         head_list, lexicon = corpus_heads(
-            corpus, data_dir, onnx_file, stage / FP32, stage / TOKENIZER, progress
+            corpus, data_dir, onnx_file, stage / FP32, stage / TOKENIZER, progress, skip
         )
         return head_list, lexicon, data_note
     if data_dir is not None:
@@ -345,9 +391,10 @@ def _fit_heads(
             progress,
             tuned.heads if tuned else None,
             baseline_tokenizer,
+            skip,
         )
         return head_list, lexicon, DATA_NOTE
-    head_list = zero_shot_heads(onnx_file, stage / TOKENIZER)
+    head_list = zero_shot_heads(onnx_file, stage / TOKENIZER, skip)
     progress("no CrisisMMD data: zero-shot heads from label descriptions")
     return head_list, None, None
 
@@ -389,6 +436,7 @@ def build_bundle(
     encoder: str = DEFAULT_ENCODER,
     activations: export.Activations = "per-token",
     heads: HeadsFrom = "corpus",
+    pooling: Pooling | None = None,
 ) -> Path:
     """Build a bundle into ``out_dir`` and return it.
 
@@ -400,9 +448,12 @@ def build_bundle(
     that drops links (:mod:`stream.models.links`): ~3x the encoder's speed on tweets, but
     humanitarian dev macro-F1 fell 0.010, so it is opt-in for MiniLM (default: the encoder's
     own choice); ``encoder`` is a key of :data:`stream.build.encoders.ENCODERS`;
-    ``activations``: which int8 candidates to try (:func:`stream.build.export.candidates_for`).
+    ``activations``: which int8 candidates to try (:func:`stream.build.export.candidates_for`);
+    ``pooling``: ``mean_content`` leaves function words out of the pool and the lexicon
+    (:mod:`stream.models.text`; default unless fine-tuning), ``mean`` pools every token.
     """
     choice, drop_links, finetune = _resolve_options(encoder, drop_links, finetune)
+    pooling = _resolve_pooling(pooling, finetune)
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     stage = out_dir.with_name(f".{out_dir.name}.partial")
@@ -412,15 +463,28 @@ def build_bundle(
     try:
         source = choice.locate()
         tokenizer = _work_tokenizer(Path(work.name), source, drop_links)
+        skip = None
+        if pooling == "mean_content":  # the bundle's own copy: what its heads were fitted with
+            (stage / FUNCTION_WORDS).write_bytes(packaged_json())
+            skip = FunctionWords.load(stage / FUNCTION_WORDS)
         tuned = None
         if data_dir is not None and finetune:
             tuned = _finetune(data_dir, Path(work.name), progress, tokenizer, choice)
         section = _text_section(
-            stage, data_dir, progress, tokenizer, source, tuned, choice, activations, drop_links
+            stage,
+            data_dir,
+            progress,
+            tokenizer,
+            source,
+            tuned,
+            choice,
+            activations,
+            drop_links,
+            skip,
         )
         onnx_file = stage / section["files"][section["precision"]]
         head_list, lexicon, data_note = _fit_heads(
-            data_dir, heads, choice, stage, onnx_file, progress, tuned
+            data_dir, heads, choice, stage, onnx_file, progress, tuned, skip
         )
         _save_heads(stage, head_list, lexicon)
         manifest: dict[str, Any] = {
@@ -428,7 +492,7 @@ def build_bundle(
             "name": choice.bundle_name,
             "version": BUNDLE_VERSION,
             "build_command": command
-            or _command(out_dir, choice, drop_links, image, activations, heads, finetune),
+            or _command(out_dir, choice, drop_links, image, activations, heads, finetune, pooling),
             "built_from": {
                 "text": choice.describe(),
                 "data": data_note,

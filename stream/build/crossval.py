@@ -52,13 +52,15 @@ Progress = Callable[[str], None]
 @dataclass
 class CrossvalInputs:
     """The corpus and what the bundle's encoder made of it (rows aligned with ``messages``).
-    ``embed`` turns label descriptions into embeddings (for the zero-shot heads)."""
+    ``embed`` turns label descriptions into embeddings (for the zero-shot heads); ``stop_words``
+    are what the bundle's lexicon skips."""
 
     messages: Sequence[Message]
     int8: np.ndarray
     embed: Callable[[list[str]], np.ndarray]
     fp32: np.ndarray | None = None
     languages: list[str | None] = field(default_factory=list)
+    stop_words: Sequence[str] = ()  # content pooling's function words, out of the lexicon too
 
 
 def is_event(group: str) -> bool:
@@ -197,7 +199,7 @@ def _task(
     for f, fold in enumerate(folds, 1):
         test = np.isin(groups, fold)
         tr, te = np.flatnonzero(~test), np.flatnonzero(test)
-        lexicon = fit_lexicon([texts[i] for i in tr], chars=False)
+        lexicon = fit_lexicon([texts[i] for i in tr], chars=False, stop_words=inputs.stop_words)
         analyses = [lexicon.analyse(t) for t in texts]
         data = EventData(x_rows, y, groups, analyses)
         head = fit_event_head(task, labels, data.take(tr), lexicon)

@@ -16,6 +16,7 @@ threshold on dev. ``a = b = 0`` keeps the plain encoder head.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,15 +26,17 @@ from stream.build.calibration import fit_temperature
 from stream.build.train import HeadResult, Split, choose_review_threshold, class_rows
 from stream.errors import MissingExtraError
 from stream.evaluation.metrics import macro_f1
+from stream.models.function_words import FunctionWords
 from stream.models.lexicon import Analysis, LexicalPart, Lexicon
 from stream.models.links import mask_links
 
-__all__ = ["C_GRID", "fit_lexicon", "hybridize", "matrix"]
+__all__ = ["C_GRID", "fit_lexicon", "hybridize", "lexical_stop_words", "matrix"]
 
 C_GRID = (1.0, 2.0, 4.0, 8.0, 16.0)
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(7))
 MAX_LEXICAL = 0.8
 WORD_NGRAMS, CHAR_NGRAMS, MIN_DF = (1, 2), (2, 5), 2
+_WORD_TOKEN = re.compile(r"\w\w+")
 
 
 def _preprocess(text: str) -> str:
@@ -41,26 +44,38 @@ def _preprocess(text: str) -> str:
     return mask_links(text).lower()
 
 
-def fit_lexicon(texts: Sequence[str], chars: bool = True) -> Lexicon:
+def lexical_stop_words(skip: FunctionWords | None) -> list[str]:
+    """The function words content pooling skips that can be word tokens of the lexicon
+    (``\\w\\w+``, lowercase), sorted; none for plain mean pooling. Others never reach the
+    n-grams, and scikit-learn warns about them."""
+    words = skip.words if skip is not None else ()
+    return sorted({w for w in words if _WORD_TOKEN.fullmatch(w) and w == w.lower()})
+
+
+def fit_lexicon(
+    texts: Sequence[str], chars: bool = True, stop_words: Sequence[str] = ()
+) -> Lexicon:
     """Vocabularies and idf of both analyzers (``chars=False``: words only), fitted with
-    scikit-learn on ``texts``."""
+    scikit-learn on ``texts``. ``stop_words`` (see :func:`lexical_stop_words`) are skipped by
+    the word analyzer before it forms n-grams: no feature names them."""
     try:
         from sklearn.feature_extraction.text import TfidfVectorizer
     except ImportError as exc:
         raise MissingExtraError("sklearn", "build") from exc
     opts: dict[str, Any] = {"min_df": MIN_DF, "sublinear_tf": True, "preprocessor": _preprocess}
-    word = TfidfVectorizer(ngram_range=WORD_NGRAMS, **opts).fit(texts)
+    stop = list(stop_words) or None
+    word = TfidfVectorizer(ngram_range=WORD_NGRAMS, stop_words=stop, **opts).fit(texts)
 
     def terms(vec: Any) -> list[str]:
         return sorted(vec.vocabulary_, key=vec.vocabulary_.get)
 
     if not chars:
         return Lexicon(
-            terms(word), word.idf_, [], np.zeros(0), WORD_NGRAMS, CHAR_NGRAMS, drop_links=True
+            terms(word), word.idf_, [], np.zeros(0), WORD_NGRAMS, CHAR_NGRAMS, True, stop_words
         )
     char = TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, **opts).fit(texts)
     return Lexicon(
-        terms(word), word.idf_, terms(char), char.idf_, WORD_NGRAMS, CHAR_NGRAMS, drop_links=True
+        terms(word), word.idf_, terms(char), char.idf_, WORD_NGRAMS, CHAR_NGRAMS, True, stop_words
     )
 
 
