@@ -22,7 +22,7 @@ from stream.build import tfidf, train
 from stream.build.corpus_embed import cached_embed
 from stream.build.event_heads import EventData, fit_event_head
 from stream.build.fit_heads import short, zero_shot_heads
-from stream.build.hybrid import fit_lexicon, lexical_stop_words
+from stream.build.hybrid import fit_lexicon
 from stream.data.corpus import Corpus
 from stream.data.crisismmd import SPLITS, CrisisRow, load_split
 from stream.models.function_words import FunctionWords
@@ -71,12 +71,12 @@ def corpus_heads(
 ) -> tuple[list[train.HeadResult], Lexicon]:
     """One head per task fitted on the corpus (module docstring) and measured on CrisisMMD's
     agreed dev/test splits under ``data_dir``; returns the heads and their words-only lexicon.
-    ``skip``: content pooling's function words, which the lexicon leaves out too."""
+    ``skip``: content pooling's function words (n-grams of them only leave the lexicon)."""
     kept = [m for m in corpus.messages if not m.benchmark_held_out]
     texts = sorted({m.text for m in kept})
     table = cached_embed(encoder, tokenizer, texts, progress, skip)
     index = {t: i for i, t in enumerate(texts)}
-    lexicon = fit_lexicon(texts, chars=False, stop_words=lexical_stop_words(skip))
+    lexicon = fit_lexicon(texts, chars=False, skip=skip)
     progress(f"lexicon: {lexicon.size} word features from {len(texts)} training texts")
     analyses = {t: lexicon.analyse(t) for t in texts}
     bench = {(t, s): load_split(data_dir, t, s) for t in train.LABELS for s in SPLITS}

@@ -18,7 +18,6 @@ from stream.build.corpus_embed import cached_embed
 from stream.build.crossval import CrossvalInputs, crossval
 from stream.build.event_heads import DEV_EVENTS
 from stream.build.export import embed
-from stream.build.hybrid import lexical_stop_words
 from stream.data.corpus import load_corpus
 from stream.errors import ConfigError
 from stream.lang import detect_language
@@ -77,7 +76,7 @@ def run_crossval(
         describe,
         f32,
         [m.lang or detect_language(m.text) for m in messages],
-        lexical_stop_words(skip),
+        skip,
     )
     report = crossval(inputs, progress, folds, tasks, baseline)
     report["bundle"] = {"name": manifest.name, "version": manifest.version, "path": str(bundle)}

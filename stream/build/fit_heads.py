@@ -109,7 +109,7 @@ def trained_heads(
     two has the better dev macro-F1 on the int8 embeddings; then :func:`hybrid.hybridize`.
     ``baseline_tokenizer``: the package MiniLM's, when the bundle's encoder is another model
     (the data-free baselines always run on the package MiniLM). ``skip``: content pooling's
-    function words (the lexicon leaves them out too)."""
+    function words (n-grams of them only leave the lexicon)."""
     rows = {
         (task, split): load_split(data_dir, task, split)
         for task in train.LABELS
@@ -129,7 +129,7 @@ def trained_heads(
     every = informative_all(data_dir)
     held = {r.text for r in held_out(rows, every)}
     clean = sorted({r.text for (_, s), rs in rows.items() if s == "train" for r in rs} - held)
-    lexicon = hybrid.fit_lexicon(clean, stop_words=hybrid.lexical_stop_words(skip))
+    lexicon = hybrid.fit_lexicon(clean, skip=skip)
     analyses = {t: lexicon.analyse(t) for t in texts}
     progress(f"lexicon: {lexicon.size} TF-IDF features from {len(clean)} train texts")
     # zero- and 16-shot prototypes on the package encoder: what a user gets with no training

@@ -12,9 +12,7 @@ checks it against scikit-learn on real tweets. Links are blanked first (``drop_l
 
 Every feature comes from one word (``char_wb``), one word (unigram) or two (bigram), so its
 share of the logit is attributed to character spans exactly; the rationale adds these shares to
-the encoder's token effects. A lexicon with ``stop_words`` (bundles with content pooling: the
-function words) skips them before forming n-grams, as scikit-learn's ``stop_words`` does
-("flood in houston" gives the bigram "flood houston"), so no feature and no share is theirs.
+the encoder's token effects.
 """
 
 from __future__ import annotations
@@ -64,7 +62,6 @@ class Lexicon:
         word_ngrams: tuple[int, int] = (1, 2),
         char_ngrams: tuple[int, int] = (2, 5),
         drop_links: bool = False,
-        stop_words: Sequence[str] = (),
     ) -> None:
         if len(words) != len(word_idf) or len(chars) != len(char_idf):
             raise ValueError("lexicon: vocabulary and idf lengths differ")
@@ -75,7 +72,6 @@ class Lexicon:
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
         self.drop_links = drop_links  # False: bundles built before links were dropped
-        self.stop_words = frozenset(stop_words)  # word tokens skipped before n-gramming
         self._cache: dict[str, np.ndarray] = {}
 
     @property
@@ -91,7 +87,6 @@ class Lexicon:
             "chars": list(self.chars),
             "char_idf": self.idf[self.n_words :].tolist(),
             "drop_links": self.drop_links,
-            "stop_words": sorted(self.stop_words),
         }
 
     @classmethod
@@ -104,7 +99,6 @@ class Lexicon:
             tuple(d["word_ngrams"]),
             tuple(d["char_ngrams"]),
             bool(d.get("drop_links", False)),
-            d.get("stop_words", ()),
         )
 
     def save(self, path: Path) -> None:
@@ -134,21 +128,18 @@ class Lexicon:
         self._cache[piece] = found = np.asarray(ids, np.int64)
         return found
 
-    def _word_features(
-        self, text: str, spans: list[tuple[int, int]]
-    ) -> tuple[list[int], list[int], list[float]]:
-        """Word n-gram occurrences: feature id, index of its word's span (appended to
-        ``spans``) and fraction of one count, per word of each n-gram. Stop words are skipped
-        before the n-grams are formed, as scikit-learn does."""
+    def analyse(self, text: str) -> Analysis:
+        """Features of ``text`` (tf counts occurrences, as scikit-learn does)."""
+        if self.drop_links:
+            text = mask_links(text)
         feats: list[int] = []
         where: list[int] = []
         frac: list[float] = []
+        spans: list[tuple[int, int]] = []
         toks = []
         for m in _TOKEN.finditer(text):
-            tok = m.group().lower()
-            if tok not in self.stop_words:
-                toks.append(tok)
-                spans.append(m.span())
+            toks.append(m.group().lower())
+            spans.append(m.span())
         lo, hi = self.word_ngrams
         for n in range(lo, hi + 1):
             for i in range(len(toks) - n + 1):
@@ -157,14 +148,6 @@ class Lexicon:
                     feats += [fid] * n
                     where += range(i, i + n)
                     frac += [1.0 / n] * n
-        return feats, where, frac
-
-    def analyse(self, text: str) -> Analysis:
-        """Features of ``text`` (tf counts occurrences, as scikit-learn does)."""
-        if self.drop_links:
-            text = mask_links(text)
-        spans: list[tuple[int, int]] = []
-        feats, where, frac = self._word_features(text, spans)
         chars, owners = [], []
         for m in _PIECE.finditer(text):
             piece_ids = self._char_ids(m.group())
