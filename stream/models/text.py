@@ -4,8 +4,9 @@ The ONNX graph returns ``last_hidden_state``; pooling happens here in numpy so t
 exact per-token shares of a linear head's logit (the rationale) come for free. A bundle built
 with content pooling (manifest ``pooling: mean_content``) averages only the tokens of words
 that are not function words (:mod:`stream.models.function_words`): "in" and "the" still shape
-the other tokens' states inside the transformer, but their own share of every logit is exactly
-zero, so a rationale never names them. A text of function words only is pooled whole.
+the other tokens' states inside the transformer, but their own share of the encoder's logit is
+exactly zero (the bundle's lexicon keeps them only in bigrams with a content word), so a
+rationale rarely names them. A text of function words only is pooled whole.
 """
 
 from __future__ import annotations
