@@ -190,12 +190,12 @@ def test_hybrid_effects_explain_the_whole_calibrated_logit(bundle: Bundle):
         for i in range(len(TEXTS)):
             c = int(out.pred[i])
             z = out.logits[i] / head.temperature
-            h, scale = enc.tokens[i], float(enc.scale[i])
+            h, scale, pooled = enc.tokens[i], float(enc.scale[i]), enc.pooled[i]
             effects = head.effects(enc, i, c, analyses[i])
             total = (
                 effects.sum()
-                + head.token_shares(h, scale, c).sum()
-                - head.token_effects(h, scale, c).sum()
+                + head.token_shares(h, scale, c, pooled).sum()
+                - head.token_effects(h, scale, c, pooled).sum()
                 + (head.bias[c] - head.bias.mean()) / head.temperature
                 + (head.lexical.bias[c] - head.lexical.bias.mean()) / head.temperature  # type: ignore[union-attr]
             )
