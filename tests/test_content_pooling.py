@@ -157,13 +157,13 @@ def test_plain_mean_pooling_pools_every_token():
 
 
 def test_builds_pool_content_unless_the_encoder_is_fine_tuned():
-    from stream.build.bundle import _resolve_pooling
+    from stream.build.pooling import resolve_pooling
 
-    assert _resolve_pooling(None, finetune=False) == "mean_content"
-    assert _resolve_pooling(None, finetune=True) == "mean"
-    assert _resolve_pooling("mean", finetune=False) == "mean"
+    assert resolve_pooling(None, finetune=False) == "mean_content"
+    assert resolve_pooling(None, finetune=True) == "mean"
+    assert resolve_pooling("mean", finetune=False) == "mean"
     with pytest.raises(BundleError, match="frozen encoder"):
-        _resolve_pooling("mean_content", finetune=True)
+        resolve_pooling("mean_content", finetune=True)
 
 
 def test_cached_embeddings_are_keyed_by_the_pooling(tmp_path: Path):

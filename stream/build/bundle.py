@@ -37,12 +37,13 @@ from stream.build.corpus_heads import corpus_heads, training_summary
 from stream.build.encoders import ENCODERS, EncoderChoice
 from stream.build.fit_heads import held_out, informative_all, trained_heads, zero_shot_heads
 from stream.build.model_card import CARD, render_card
+from stream.build.pooling import Pooling, pooling_manifest, resolve_pooling, stage_skip
 from stream.data.corpus import load_corpus
 from stream.data.crisismmd import SPLITS, load_split
 from stream.errors import BundleError
 from stream.models import selfcheck
 from stream.models.bundle import Bundle, load_bundle, sha256_file
-from stream.models.function_words import FunctionWords, packaged_json
+from stream.models.function_words import FunctionWords
 from stream.models.lexicon import Lexicon
 from stream.models.links import LINK_PATTERN
 from stream.models.numeric import cosine_stats
@@ -62,19 +63,9 @@ BUNDLE_VERSION = "0.1.0"
 MAX_LENGTH = 128
 INT8, FP32, TOKENIZER = "text_encoder.int8.onnx", "text_encoder.fp32.onnx", "tokenizer.json"
 LEXICON = "lexicon.json"
-FUNCTION_WORDS = "function_words.json"
 DATA_NOTE = "CrisisMMD v2.0 agreed splits"
 CORPUS_SOURCES = ("crisismmd", "crisislex_t26", "figure8")  # read beside the CrisisMMD folder
 HeadsFrom = Literal["corpus", "crisismmd"]
-Pooling = Literal["mean", "mean_content"]
-POOLING_WHY = (
-    "the mean over the tokens of words that are not function words (function_words.json); the "
-    "lexicon drops the n-grams of function words only. On the five dev events' folds (first "
-    "1,000 messages of each group) function words fell from 28 % / 25 % to 8 % / 8 % of the "
-    "top-5 rationale words (informative / humanitarian), ERASER comprehensiveness at k=5 went "
-    "from 3.6x / 3.7x to 3.9x / 3.8x random words, macro-F1 moved -0.003 / -0.002 "
-    "(docs/rationales.md)"
-)
 FINETUNE_ENV = "CRISIS_STREAM_FINETUNE"  # "0": heads on the frozen package encoder
 _TOOLS = ("torch", "transformers", "onnx", "onnxruntime", "scikit-learn", "tokenizers")
 
@@ -160,15 +151,7 @@ def _encoder_section(
         "tokenizer": TOKENIZER,
         "max_length": MAX_LENGTH,
         "dim": int(ref.shape[1]),
-        **(
-            {
-                "pooling": "mean_content",
-                "function_words": FUNCTION_WORDS,
-                "pooling_why": POOLING_WHY,
-            }
-            if skip is not None
-            else {"pooling": "mean"}
-        ),
+        **pooling_manifest(skip),
         "normalize": True,
         "quantization": quantization,
         **section,
@@ -234,7 +217,7 @@ def _command(
     flags += "" if heads == "corpus" else f" --heads {heads}"
     if finetune != choice.finetune_by_default:
         flags += " --finetune" if finetune else " --no-finetune"
-    if pooling != _resolve_pooling(None, finetune):
+    if pooling != resolve_pooling(None, finetune):
         flags += f" --pooling {pooling}"
     return f"crisis-stream models build --out {out_dir}{flags}"
 
@@ -307,17 +290,6 @@ def _resolve_options(
         env = os.environ.get(FINETUNE_ENV)
         finetune = choice.finetune_by_default if env is None else env != "0"
     return choice, drop_links, finetune
-
-
-def _resolve_pooling(pooling: Pooling | None, finetune: bool) -> Pooling:
-    """Content pooling unless the encoder is fine-tuned: fine-tuning learns through the plain
-    mean pool (:mod:`stream.build.finetune`), and content pooling was measured on the frozen
-    encoder only."""
-    if pooling is None:
-        return "mean" if finetune else "mean_content"
-    if pooling == "mean_content" and finetune:
-        raise BundleError("content pooling needs a frozen encoder: pass --no-finetune")
-    return pooling
 
 
 def _work_tokenizer(work_dir: Path, source: Path, drop_links: bool) -> Path:
@@ -453,7 +425,7 @@ def build_bundle(
     (:mod:`stream.models.text`; default unless fine-tuning), ``mean`` pools every token.
     """
     choice, drop_links, finetune = _resolve_options(encoder, drop_links, finetune)
-    pooling = _resolve_pooling(pooling, finetune)
+    pooling = resolve_pooling(pooling, finetune)
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     stage = out_dir.with_name(f".{out_dir.name}.partial")
@@ -463,10 +435,7 @@ def build_bundle(
     try:
         source = choice.locate()
         tokenizer = _work_tokenizer(Path(work.name), source, drop_links)
-        skip = None
-        if pooling == "mean_content":  # the bundle's own copy: what its heads were fitted with
-            (stage / FUNCTION_WORDS).write_bytes(packaged_json())
-            skip = FunctionWords.load(stage / FUNCTION_WORDS)
+        skip = stage_skip(stage, pooling)
         tuned = None
         if data_dir is not None and finetune:
             tuned = _finetune(data_dir, Path(work.name), progress, tokenizer, choice)
