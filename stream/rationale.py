@@ -15,12 +15,12 @@ import numpy as np
 
 from stream.schemas import TextSpan
 
-__all__ = ["spread", "top_words", "word_shares"]
+__all__ = ["published_order", "spread", "top_words", "trim", "word_shares", "word_tokens"]
 
 _EDGE = ".,;:!?()[]{}\"'…“”‘’"
 
 
-def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+def trim(text: str, start: int, end: int) -> tuple[int, int]:
     """Drop punctuation at a word's edges from its span (its share stays in the weight)."""
     while end - start > 1 and text[end - 1] in _EDGE:
         end -= 1
@@ -29,30 +29,38 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def word_shares(
-    offsets: Sequence[tuple[int, int]], word_ids: Sequence[int | None], shares: np.ndarray
-) -> list[tuple[int, int, float]]:
-    """(start, end, weight) per word, in text order; special tokens are left out. A word piece
-    with an empty span (XLM-R's lone ``▁`` before a word) adds its share to the next word, or
-    to the last one at the end, so the words' weights still add up to the text's shares."""
-    words: list[tuple[int, int, float]] = []
-    pending = 0.0
-    for (start, end), wid, share in zip(offsets, word_ids, shares, strict=True):
+def word_tokens(
+    offsets: Sequence[tuple[int, int]], word_ids: Sequence[int | None]
+) -> list[tuple[int, int, list[int]]]:
+    """(start, end, token indices) per word, in text order; special tokens are left out. A
+    word piece with an empty span (XLM-R's lone ``▁`` before a word) belongs to the next word,
+    or to the last one at the end."""
+    words: list[tuple[int, int, list[int]]] = []
+    pending: list[int] = []
+    for t, ((start, end), wid) in enumerate(zip(offsets, word_ids, strict=True)):
         if wid is None:
             continue
         if end <= start:
-            pending += float(share)
+            pending.append(t)
             continue
         if words and start <= words[-1][1]:
-            s, _, w = words[-1]
-            words[-1] = (s, max(end, words[-1][1]), w + float(share) + pending)
+            s, e, tokens = words[-1]
+            words[-1] = (s, max(end, e), [*tokens, *pending, t])
         else:
-            words.append((start, end, float(share) + pending))
-        pending = 0.0
+            words.append((start, end, [*pending, t]))
+        pending = []
     if pending and words:
-        s, e, w = words[-1]
-        words[-1] = (s, e, w + pending)
+        words[-1][2].extend(pending)
     return words
+
+
+def word_shares(
+    offsets: Sequence[tuple[int, int]], word_ids: Sequence[int | None], shares: np.ndarray
+) -> list[tuple[int, int, float]]:
+    """(start, end, weight) per word of :func:`word_tokens`: the sum of its tokens' shares, so
+    the words' weights add up to the text's shares (special tokens aside)."""
+    values = np.asarray(shares, np.float64)
+    return [(s, e, float(values[t].sum())) for s, e, t in word_tokens(offsets, word_ids)]
 
 
 def spread(
@@ -77,6 +85,13 @@ def spread(
     return np.asarray(per @ hit, np.float64)
 
 
+def published_order(words: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """``words`` in the order an output lists them: in favour of the label (largest weight
+    first), then against it (most negative first). A word of weight exactly zero is no reason
+    and is left out: with content pooling, every function word."""
+    return sorted((w for w in words if w[2] != 0.0), key=lambda w: (w[2] <= 0, -abs(w[2])))
+
+
 def top_words(
     text: str,
     offsets: Sequence[tuple[int, int]],
@@ -86,13 +101,11 @@ def top_words(
     label: str,
     k: int,
 ) -> list[TextSpan]:
-    """At most ``k`` words: those in favour of ``label`` (largest weight first), then, if
-    fewer than ``k`` are, those against it (most negative first)."""
-    words = word_shares(offsets, word_ids, shares)
-    words.sort(key=lambda w: (w[2] <= 0, -abs(w[2])))
+    """At most ``k`` words (:func:`published_order`): those in favour of ``label`` (largest
+    weight first), then, if fewer than ``k`` are, those against it (most negative first)."""
     spans = []
-    for s, e, w in words[:k]:
-        s, e = _trim(text, s, e)
+    for s, e, w in published_order(word_shares(offsets, word_ids, shares))[:k]:
+        s, e = trim(text, s, e)
         spans.append(
             TextSpan(task=task, label=label, start=s, end=e, token=text[s:e], weight=round(w, 5))
         )

@@ -149,7 +149,10 @@ def test_e5_bundle_builds_with_the_query_prefix(tiny_e5: Path, tmp_path: Path):
     for i, text in enumerate(texts):
         assert enc.word_ids[i][:4] == [None] * 4  # <s> and the prefix: never a rationale
         np.testing.assert_allclose(
-            enc.tokens[i].sum(0) * enc.scale[i], enc.embeddings[i], rtol=1e-4, atol=1e-6
+            enc.tokens[i][enc.pooled[i]].sum(0) * enc.scale[i],
+            enc.embeddings[i],
+            rtol=1e-4,
+            atol=1e-6,
         )
         assert all(b <= len(text) for _, b in enc.offsets[i])
         # Metaspace spans start with the word's space; trimmed, each word stays its own

@@ -50,7 +50,9 @@ def test_cached_outputs_are_byte_identical_to_uncached(bundle: Bundle) -> None:
 
 def test_lru_evicts_the_least_recently_used() -> None:
     c = EncoderCache(2)
-    item = CachedText(np.zeros(2, np.float32), np.zeros((1, 2), np.float32), 1.0, [], [])
+    item = CachedText(
+        np.zeros(2, np.float32), np.zeros((1, 2), np.float32), 1.0, [], [], np.ones(1, bool)
+    )
     c.put("a", item)
     c.put("b", item)
     assert c.get("a") is item

@@ -128,6 +128,28 @@ def test_dropped_links_equal_scikit_learn_and_are_no_features():
     assert lexicon.analyse("Help https://t.co/x1AbC now").spans[-1].tolist() == [24, 27]
 
 
+def test_a_lexicon_without_function_word_ngrams_equals_scikit_learn_on_its_vocabulary():
+    """Content-pooled bundles' lexicons drop the n-grams made of function words only ("in",
+    "of the"); a bigram with a content word stays ("flood in"), and the features of the kept
+    vocabulary equal scikit-learn's with that vocabulary."""
+    from stream.build.hybrid import _preprocess, fit_lexicon
+    from stream.models.function_words import function_words
+
+    texts = [*CORPUS, "Flood in Houston, flood in the city of Houston"] * 2
+    lexicon = fit_lexicon(texts, chars=False, skip=function_words())
+    assert {"flood in", "flood", "houston"} <= set(lexicon.words)
+    assert not {"in", "the", "of", "in the", "to the"} & set(lexicon.words)
+    vocab = sorted(lexicon.words, key=lexicon.words.get)
+    opts = {"min_df": 2, "sublinear_tf": True, "preprocessor": _preprocess}
+    ref = sklearn_text.TfidfVectorizer(ngram_range=(1, 2), vocabulary=vocab, **opts).fit(texts)
+    np.testing.assert_allclose(lexicon.idf, ref.idf_)
+    for text in texts:
+        a = lexicon.analyse(text)
+        dense = np.zeros(lexicon.size)
+        dense[a.ids] = a.values
+        np.testing.assert_allclose(dense, ref.transform([text]).toarray()[0], atol=1e-6)
+
+
 def _part(k: int, seed: int = 0) -> LexicalPart:
     rng = np.random.default_rng(seed)
     return LexicalPart(LEXICON, rng.normal(size=(k, LEXICON.size)), rng.normal(size=k))
@@ -168,12 +190,12 @@ def test_hybrid_effects_explain_the_whole_calibrated_logit(bundle: Bundle):
         for i in range(len(TEXTS)):
             c = int(out.pred[i])
             z = out.logits[i] / head.temperature
-            h, scale = enc.tokens[i], float(enc.scale[i])
+            h, scale, pooled = enc.tokens[i], float(enc.scale[i]), enc.pooled[i]
             effects = head.effects(enc, i, c, analyses[i])
             total = (
                 effects.sum()
-                + head.token_shares(h, scale, c).sum()
-                - head.token_effects(h, scale, c).sum()
+                + head.token_shares(h, scale, c, pooled).sum()
+                - head.token_effects(h, scale, c, pooled).sum()
                 + (head.bias[c] - head.bias.mean()) / head.temperature
                 + (head.lexical.bias[c] - head.lexical.bias.mean()) / head.temperature  # type: ignore[union-attr]
             )

@@ -50,7 +50,7 @@ def test_token_shares_decompose_the_logit_exactly(bundle: Bundle):
             c = int(out.pred[i])
             centred = (encoder_z[i, c] - encoder_z[i].mean()) / head.temperature
             bias = (head.bias[c] - head.bias.mean()) / head.temperature
-            shares = head.token_shares(enc.tokens[i], float(enc.scale[i]), c)
+            shares = head.token_shares(enc.tokens[i], float(enc.scale[i]), c, enc.pooled[i])
             assert shares.sum() + bias == pytest.approx(centred, abs=1e-4)
             words = word_shares(enc.offsets[i], enc.word_ids[i], shares)
             special = sum(s for s, w in zip(shares, enc.word_ids[i], strict=True) if w is None)
@@ -58,17 +58,19 @@ def test_token_shares_decompose_the_logit_exactly(bundle: Bundle):
 
 
 def test_token_effects_are_shares_relative_to_the_mean_token(bundle: Bundle):
-    """The rationale's effects are the exact shares minus the text's mean share: they sum to
-    zero, and a word's effect is its shares less its token count times the mean share."""
+    """The rationale's effects are the exact shares minus the text's mean pooled share: they
+    sum to zero, and a word's effect is its shares less its token count times the mean share
+    (tokens outside a content pool: zero)."""
     enc = bundle.encoder.encode(TEXTS)
     for head in bundle.heads:
         pred = head.predict(enc.embeddings, bundle.analyse(TEXTS)).pred
         for i in range(len(TEXTS)):
-            h, scale, c = enc.tokens[i], float(enc.scale[i]), int(pred[i])
-            shares = head.token_shares(h, scale, c)
-            effects = head.token_effects(h, scale, c)
+            h, scale, c, pooled = enc.tokens[i], float(enc.scale[i]), int(pred[i]), enc.pooled[i]
+            shares = head.token_shares(h, scale, c, pooled)
+            effects = head.token_effects(h, scale, c, pooled)
             assert effects.sum() == pytest.approx(0.0, abs=1e-4)
-            np.testing.assert_allclose(effects, shares - shares.mean(), atol=1e-5)
+            expected = np.where(pooled, shares - shares[pooled].mean(), 0.0)
+            np.testing.assert_allclose(effects, expected, atol=1e-5)
 
 
 def test_rationale_lists_words_in_favour_first():

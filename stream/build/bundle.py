@@ -37,16 +37,25 @@ from stream.build.corpus_heads import corpus_heads, training_summary
 from stream.build.encoders import ENCODERS, EncoderChoice
 from stream.build.fit_heads import held_out, informative_all, trained_heads, zero_shot_heads
 from stream.build.model_card import CARD, render_card
+from stream.build.pooling import Pooling, pooling_manifest, resolve_pooling, stage_skip
 from stream.data.corpus import load_corpus
 from stream.data.crisismmd import SPLITS, load_split
 from stream.errors import BundleError
 from stream.models import selfcheck
 from stream.models.bundle import Bundle, load_bundle, sha256_file
+from stream.models.function_words import FunctionWords
 from stream.models.lexicon import Lexicon
 from stream.models.links import LINK_PATTERN
 from stream.models.numeric import cosine_stats
 
-__all__ = ["BUNDLE_NAME", "BUNDLE_VERSION", "DEFAULT_ENCODER", "HeadsFrom", "build_bundle"]
+__all__ = [
+    "BUNDLE_NAME",
+    "BUNDLE_VERSION",
+    "DEFAULT_ENCODER",
+    "HeadsFrom",
+    "Pooling",
+    "build_bundle",
+]
 
 DEFAULT_ENCODER = "e5"  # multilingual: a crisis is tweeted in its own languages
 BUNDLE_NAME = ENCODERS[DEFAULT_ENCODER].bundle_name  # the default bundle
@@ -73,20 +82,23 @@ def _encoder_section(
     model_id: str,
     calibration: Sequence[str] = export.SAMPLE_TEXTS,
     candidates: Sequence[export.Quantization] = export.CANDIDATES,
+    skip: FunctionWords | None = None,
 ) -> dict[str, Any]:
     """Export (the package weights, or the fine-tuned ones, in ``model_dir``), quantize (first
     candidate meeting the cosine bar vs that fp32 export) and measure the text encoder.
-    ``calibration``: texts a smoothed candidate measures activations on (train tweets)."""
+    ``calibration``: texts a smoothed candidate measures activations on (train tweets);
+    ``skip``: content pooling's function words (the self-check pools as the runtime will)."""
     diff = export.export_fp32(stage / FP32, model_dir)
     if diff > 1e-3:
         raise BundleError(f"ONNX export of {model_id} differs from torch by {diff:.2e}")
     shutil.copyfile(tokenizer, stage / TOKENIZER)
     progress(f"text encoder exported to ONNX fp32 (max |onnx - torch| = {diff:.1e})")
-    ref = export.embed(stage / FP32, stage / TOKENIZER, check_texts)
+    ref = export.embed(stage / FP32, stage / TOKENIZER, check_texts, skip=skip)
     tried: list[dict[str, Any]] = []
     for q in candidates:
         export.quantize_int8(stage / FP32, stage / INT8, q, tokenizer, calibration)
-        cos = cosine_stats(export.embed(stage / INT8, stage / TOKENIZER, check_texts), ref)
+        got = export.embed(stage / INT8, stage / TOKENIZER, check_texts, skip=skip)
+        cos = cosine_stats(got, ref)
         tried.append({"config": q.name, "cosine_vs_fp32": cos})
         if cos["min"] >= export.COSINE_BAR:
             break
@@ -139,7 +151,7 @@ def _encoder_section(
         "tokenizer": TOKENIZER,
         "max_length": MAX_LENGTH,
         "dim": int(ref.shape[1]),
-        "pooling": "mean",
+        **pooling_manifest(skip),
         "normalize": True,
         "quantization": quantization,
         **section,
@@ -194,6 +206,7 @@ def _command(
     activations: export.Activations = "per-token",
     heads: HeadsFrom = "corpus",
     finetune: bool = False,
+    pooling: Pooling = "mean_content",
 ) -> str:
     """The ``models build`` command line that rebuilds this bundle."""
     flags = "" if choice.key == DEFAULT_ENCODER else f" --encoder {choice.key}"
@@ -204,6 +217,8 @@ def _command(
     flags += "" if heads == "corpus" else f" --heads {heads}"
     if finetune != choice.finetune_by_default:
         flags += " --finetune" if finetune else " --no-finetune"
+    if pooling != resolve_pooling(None, finetune):
+        flags += f" --pooling {pooling}"
     return f"crisis-stream models build --out {out_dir}{flags}"
 
 
@@ -297,6 +312,7 @@ def _text_section(
     choice: EncoderChoice,
     activations: export.Activations,
     drop_links: bool,
+    skip: FunctionWords | None,
 ) -> dict[str, Any]:
     """Exports the (fine-tuned) text encoder into ``stage``; its manifest section."""
     section = _encoder_section(
@@ -308,6 +324,7 @@ def _text_section(
         choice.model_id,
         _calibration_texts(data_dir),
         export.candidates_for(activations),
+        skip,
     )
     if drop_links:
         section["preprocessing"] = f"links ({LINK_PATTERN}) removed by the tokenizer"
@@ -324,13 +341,14 @@ def _fit_heads(
     onnx_file: Path,
     progress: Progress,
     tuned: finetune_mod.FinetuneResult | None,
+    skip: FunctionWords | None,
 ) -> tuple[list[train.HeadResult], Lexicon | None, Any]:
     """The heads, the lexicon of hybrid heads, and the manifest's note on the data."""
     if data_dir is not None and heads == "corpus":
         corpus = load_corpus(data_dir.parent, CORPUS_SOURCES)
         data_note = training_summary(corpus)
         head_list, lexicon = corpus_heads(
-            corpus, data_dir, onnx_file, stage / FP32, stage / TOKENIZER, progress
+            corpus, data_dir, onnx_file, stage / FP32, stage / TOKENIZER, progress, skip
         )
         return head_list, lexicon, data_note
     if data_dir is not None:
@@ -345,9 +363,10 @@ def _fit_heads(
             progress,
             tuned.heads if tuned else None,
             baseline_tokenizer,
+            skip,
         )
         return head_list, lexicon, DATA_NOTE
-    head_list = zero_shot_heads(onnx_file, stage / TOKENIZER)
+    head_list = zero_shot_heads(onnx_file, stage / TOKENIZER, skip)
     progress("no CrisisMMD data: zero-shot heads from label descriptions")
     return head_list, None, None
 
@@ -389,6 +408,7 @@ def build_bundle(
     encoder: str = DEFAULT_ENCODER,
     activations: export.Activations = "per-token",
     heads: HeadsFrom = "corpus",
+    pooling: Pooling | None = None,
 ) -> Path:
     """Build a bundle into ``out_dir`` and return it.
 
@@ -400,9 +420,12 @@ def build_bundle(
     that drops links (:mod:`stream.models.links`): ~3x the encoder's speed on tweets, but
     humanitarian dev macro-F1 fell 0.010, so it is opt-in for MiniLM (default: the encoder's
     own choice); ``encoder`` is a key of :data:`stream.build.encoders.ENCODERS`;
-    ``activations``: which int8 candidates to try (:func:`stream.build.export.candidates_for`).
+    ``activations``: which int8 candidates to try (:func:`stream.build.export.candidates_for`);
+    ``pooling``: ``mean_content`` leaves function words out of the pool and the lexicon
+    (:mod:`stream.models.text`; default unless fine-tuning), ``mean`` pools every token.
     """
     choice, drop_links, finetune = _resolve_options(encoder, drop_links, finetune)
+    pooling = resolve_pooling(pooling, finetune)
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     stage = out_dir.with_name(f".{out_dir.name}.partial")
@@ -412,15 +435,25 @@ def build_bundle(
     try:
         source = choice.locate()
         tokenizer = _work_tokenizer(Path(work.name), source, drop_links)
+        skip = stage_skip(stage, pooling)
         tuned = None
         if data_dir is not None and finetune:
             tuned = _finetune(data_dir, Path(work.name), progress, tokenizer, choice)
         section = _text_section(
-            stage, data_dir, progress, tokenizer, source, tuned, choice, activations, drop_links
+            stage,
+            data_dir,
+            progress,
+            tokenizer,
+            source,
+            tuned,
+            choice,
+            activations,
+            drop_links,
+            skip,
         )
         onnx_file = stage / section["files"][section["precision"]]
         head_list, lexicon, data_note = _fit_heads(
-            data_dir, heads, choice, stage, onnx_file, progress, tuned
+            data_dir, heads, choice, stage, onnx_file, progress, tuned, skip
         )
         _save_heads(stage, head_list, lexicon)
         manifest: dict[str, Any] = {
@@ -428,7 +461,7 @@ def build_bundle(
             "name": choice.bundle_name,
             "version": BUNDLE_VERSION,
             "build_command": command
-            or _command(out_dir, choice, drop_links, image, activations, heads, finetune),
+            or _command(out_dir, choice, drop_links, image, activations, heads, finetune, pooling),
             "built_from": {
                 "text": choice.describe(),
                 "data": data_note,

@@ -19,6 +19,7 @@ import numpy as np
 
 from stream.build.export import embed
 from stream.build.weights_dir import cache_root
+from stream.models.function_words import FunctionWords
 from stream.models.manifest import sha256_file
 
 __all__ = ["cached_embed"]
@@ -28,8 +29,10 @@ __all__ = ["cached_embed"]
 EMBED_VERSION = "1:max_length=128:mean:l2"
 
 
-def _key(onnx: Path, tokenizer: Path, texts: Sequence[str]) -> str:
+def _key(onnx: Path, tokenizer: Path, texts: Sequence[str], skip: FunctionWords | None) -> str:
     h = hashlib.sha256(EMBED_VERSION.encode())
+    if skip is not None:  # content pooling: the key names the skipped words
+        h.update(("mean_content:" + "\x00".join(sorted(skip.words))).encode())
     h.update(sha256_file(onnx).encode())
     h.update(sha256_file(tokenizer).encode())
     for t in texts:
@@ -39,18 +42,23 @@ def _key(onnx: Path, tokenizer: Path, texts: Sequence[str]) -> str:
 
 
 def cached_embed(
-    onnx: Path, tokenizer: Path, texts: Sequence[str], progress: Callable[[str], None]
+    onnx: Path,
+    tokenizer: Path,
+    texts: Sequence[str],
+    progress: Callable[[str], None],
+    skip: FunctionWords | None = None,
 ) -> np.ndarray:
-    """Pooled, normalised embeddings of ``texts`` (:func:`stream.build.export.embed`), read
-    from the cache when this encoder already embedded exactly these texts."""
+    """Pooled, normalised embeddings of ``texts`` (:func:`stream.build.export.embed`; ``skip``:
+    content pooling's function words), read from the cache when this encoder already embedded
+    exactly these texts with the same pooling."""
     folder = cache_root() / "embeddings"
-    path = folder / f"{_key(onnx, tokenizer, texts)}.npy"
+    path = folder / f"{_key(onnx, tokenizer, texts, skip)}.npy"
     if path.is_file():
         progress(f"embeddings of {len(texts)} texts read from {path}")
         cached: np.ndarray = np.load(path)
         return cached
     progress(f"embedding {len(texts)} texts with {onnx.name}")
-    out = embed(onnx, tokenizer, list(texts))
+    out = embed(onnx, tokenizer, list(texts), skip=skip)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
     with os.fdopen(fd, "wb") as f:

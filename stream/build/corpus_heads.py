@@ -25,6 +25,7 @@ from stream.build.fit_heads import short, zero_shot_heads
 from stream.build.hybrid import fit_lexicon
 from stream.data.corpus import Corpus
 from stream.data.crisismmd import SPLITS, CrisisRow, load_split
+from stream.models.function_words import FunctionWords
 from stream.models.lexicon import Lexicon
 
 __all__ = ["corpus_heads", "training_summary"]
@@ -66,22 +67,24 @@ def corpus_heads(
     fp32_encoder: Path,
     tokenizer: Path,
     progress: Progress,
+    skip: FunctionWords | None = None,
 ) -> tuple[list[train.HeadResult], Lexicon]:
     """One head per task fitted on the corpus (module docstring) and measured on CrisisMMD's
-    agreed dev/test splits under ``data_dir``; returns the heads and their words-only lexicon."""
+    agreed dev/test splits under ``data_dir``; returns the heads and their words-only lexicon.
+    ``skip``: content pooling's function words (n-grams of them only leave the lexicon)."""
     kept = [m for m in corpus.messages if not m.benchmark_held_out]
     texts = sorted({m.text for m in kept})
-    table = cached_embed(encoder, tokenizer, texts, progress)
+    table = cached_embed(encoder, tokenizer, texts, progress, skip)
     index = {t: i for i, t in enumerate(texts)}
-    lexicon = fit_lexicon(texts, chars=False)
+    lexicon = fit_lexicon(texts, chars=False, skip=skip)
     progress(f"lexicon: {lexicon.size} word features from {len(texts)} training texts")
     analyses = {t: lexicon.analyse(t) for t in texts}
     bench = {(t, s): load_split(data_dir, t, s) for t in train.LABELS for s in SPLITS}
     eval_texts = sorted({r.text for (_, s), rs in bench.items() if s != "train" for r in rs})
-    int8_eval = cached_embed(encoder, tokenizer, eval_texts, progress)
-    fp32_eval = cached_embed(fp32_encoder, tokenizer, eval_texts, progress)
+    int8_eval = cached_embed(encoder, tokenizer, eval_texts, progress, skip)
+    fp32_eval = cached_embed(fp32_encoder, tokenizer, eval_texts, progress, skip)
     eval_index = {t: i for i, t in enumerate(eval_texts)}
-    zero_shot = {h.task: h for h in zero_shot_heads(encoder, tokenizer)}
+    zero_shot = {h.task: h for h in zero_shot_heads(encoder, tokenizer, skip)}
     heads = []
     for task, labels in train.LABELS.items():
         rows = [m for m in kept if task in m.labels]

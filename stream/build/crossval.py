@@ -29,6 +29,7 @@ from stream.data.message import Message
 from stream.errors import MissingExtraError
 from stream.evaluation.intervals import RESAMPLES, bootstrap_intervals
 from stream.evaluation.metrics import accuracy, expected_calibration_error, macro_f1
+from stream.models.function_words import FunctionWords
 from stream.models.numeric import softmax
 from stream.tasks import LABELS
 
@@ -52,13 +53,15 @@ Progress = Callable[[str], None]
 @dataclass
 class CrossvalInputs:
     """The corpus and what the bundle's encoder made of it (rows aligned with ``messages``).
-    ``embed`` turns label descriptions into embeddings (for the zero-shot heads)."""
+    ``embed`` turns label descriptions into embeddings (for the zero-shot heads); ``skip``: the
+    words the bundle's content pooling skips, whose n-grams its lexicon leaves out."""
 
     messages: Sequence[Message]
     int8: np.ndarray
     embed: Callable[[list[str]], np.ndarray]
     fp32: np.ndarray | None = None
     languages: list[str | None] = field(default_factory=list)
+    skip: FunctionWords | None = None  # content pooling's function words (lexicon too)
 
 
 def is_event(group: str) -> bool:
@@ -197,7 +200,7 @@ def _task(
     for f, fold in enumerate(folds, 1):
         test = np.isin(groups, fold)
         tr, te = np.flatnonzero(~test), np.flatnonzero(test)
-        lexicon = fit_lexicon([texts[i] for i in tr], chars=False)
+        lexicon = fit_lexicon([texts[i] for i in tr], chars=False, skip=inputs.skip)
         analyses = [lexicon.analyse(t) for t in texts]
         data = EventData(x_rows, y, groups, analyses)
         head = fit_event_head(task, labels, data.take(tr), lexicon)

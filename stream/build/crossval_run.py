@@ -21,6 +21,7 @@ from stream.build.export import embed
 from stream.data.corpus import load_corpus
 from stream.errors import ConfigError
 from stream.lang import detect_language
+from stream.models.bundle import pool_skip
 from stream.models.manifest import read_manifest
 from stream.tasks import LABELS
 
@@ -59,15 +60,23 @@ def run_crossval(
             "bundle with a frozen encoder (the default)."
         )
     tokenizer = bundle / enc.tokenizer
+    skip = pool_skip(bundle, enc)
     texts = [m.text for m in messages]
-    int8 = cached_embed(bundle / enc.files["int8"], tokenizer, texts, progress)
-    f32 = cached_embed(bundle / enc.files["fp32"], tokenizer, texts, progress) if fp32 else None
+    int8 = cached_embed(bundle / enc.files["int8"], tokenizer, texts, progress, skip)
+    f32 = None
+    if fp32:
+        f32 = cached_embed(bundle / enc.files["fp32"], tokenizer, texts, progress, skip)
 
     def describe(labels: list[str]) -> np.ndarray:
-        return embed(bundle / enc.files["int8"], tokenizer, labels)
+        return embed(bundle / enc.files["int8"], tokenizer, labels, skip=skip)
 
     inputs = CrossvalInputs(
-        messages, int8, describe, f32, [m.lang or detect_language(m.text) for m in messages]
+        messages,
+        int8,
+        describe,
+        f32,
+        [m.lang or detect_language(m.text) for m in messages],
+        skip,
     )
     report = crossval(inputs, progress, folds, tasks, baseline)
     report["bundle"] = {"name": manifest.name, "version": manifest.version, "path": str(bundle)}

@@ -39,6 +39,7 @@ import numpy as np
 from stream.build.rowwise import quantize_rowwise
 from stream.build.smooth import smooth
 from stream.errors import MissingExtraError
+from stream.models.function_words import FunctionWords
 from stream.models.links import LINK_PATTERN
 from stream.models.numeric import cosine_stats
 from stream.models.text import TextEncoder, make_session, pad_batch
@@ -336,13 +337,15 @@ def embed(
     threads: int | None = None,
     chunk: int = 512,
     batch_size: int = 32,
+    skip: FunctionWords | None = None,
 ) -> np.ndarray:
-    """Pooled, normalised embeddings [N, D] through the runtime's ``TextEncoder``.
+    """Pooled, normalised embeddings [N, D] through the runtime's ``TextEncoder`` (``skip``:
+    the function words content pooling leaves out, as the bundle's runtime will).
 
     Texts go in chunks (sorted by length first, so batches pad little) and only the pooled
     vectors are kept: the token-level states of 10k texts would take ~1 GB.
     """
-    encoder = TextEncoder(onnx_path, tokenizer, 128, threads, batch_size)
+    encoder = TextEncoder(onnx_path, tokenizer, 128, threads, batch_size, skip=skip)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), encoder.dim), np.float32)
     for start in range(0, len(order), chunk):

@@ -17,6 +17,7 @@ import numpy as np
 
 from stream.build import export, fewshot, hybrid, tfidf, train
 from stream.data.crisismmd import SPLITS, CrisisRow, load_split, split_path
+from stream.models.function_words import FunctionWords
 from stream.models.lexicon import Analysis, Lexicon, analyse_all
 
 __all__ = ["held_out", "informative_all", "trained_heads", "zero_shot_heads"]
@@ -28,12 +29,15 @@ def short(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in ("accuracy", "macro_f1", "ece", "n", "auto_share")}
 
 
-def zero_shot_heads(encoder: Path, tokenizer: Path) -> list[train.HeadResult]:
-    """One prototype head per task from the label descriptions, embedded by ``encoder``."""
+def zero_shot_heads(
+    encoder: Path, tokenizer: Path, skip: FunctionWords | None = None
+) -> list[train.HeadResult]:
+    """One prototype head per task from the label descriptions, embedded by ``encoder`` with
+    the bundle's pooling (``skip``)."""
     heads = []
     for task, labels in train.LABELS.items():
         desc = train.DESCRIPTIONS[task]
-        emb = export.embed(encoder, tokenizer, [desc[name] for name in labels])
+        emb = export.embed(encoder, tokenizer, [desc[name] for name in labels], skip=skip)
         heads.append(train.zero_shot_head(task, labels, desc, emb))
     return heads
 
@@ -71,11 +75,12 @@ def _informative_all_metrics(
     tokenizer: Path,
     labels: list[str],
     lexicon: Lexicon | None,
+    skip: FunctionWords | None,
 ) -> dict[str, Any]:
     """The informative head (trained on the agreed split) on the all-label test split, and a
     TF-IDF baseline trained on the all-label train split (C on its dev split)."""
     test = every["test"]
-    x = export.embed(encoder, tokenizer, [r.text for r in test])
+    x = export.embed(encoder, tokenizer, [r.text for r in test], skip=skip)
     analyses = analyse_all(lexicon, [r.text for r in test])
     measured = head.measure({"test": train.Split.of(x, [r.label for r in test], labels, analyses)})
     return {
@@ -96,13 +101,15 @@ def trained_heads(
     progress: Progress,
     ft_heads: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     baseline_tokenizer: Path | None = None,
+    skip: FunctionWords | None = None,
 ) -> tuple[list[train.HeadResult], Lexicon]:
     """Heads trained on train, tuned on dev, measured on test (plus zero-shot and fp32-encoder
     figures for comparison), and the lexicon of the hybrid heads. Each distinct text is
     embedded once. With ``ft_heads`` (the fine-tuning heads) each task keeps whichever of the
     two has the better dev macro-F1 on the int8 embeddings; then :func:`hybrid.hybridize`.
     ``baseline_tokenizer``: the package MiniLM's, when the bundle's encoder is another model
-    (the data-free baselines always run on the package MiniLM)."""
+    (the data-free baselines always run on the package MiniLM). ``skip``: content pooling's
+    function words (n-grams of them only leave the lexicon)."""
     rows = {
         (task, split): load_split(data_dir, task, split)
         for task in train.LABELS
@@ -111,18 +118,18 @@ def trained_heads(
     texts = sorted({r.text for split_rows in rows.values() for r in split_rows})
     progress(f"embedding {len(texts)} distinct CrisisMMD texts with the int8 encoder")
     t0 = time.perf_counter()
-    table = export.embed(encoder, tokenizer, texts)
+    table = export.embed(encoder, tokenizer, texts, skip=skip)
     index = {t: i for i, t in enumerate(texts)}
     progress(f"embedded in {time.perf_counter() - t0:.0f}s")
     eval_texts = sorted({r.text for (_, s), rs in rows.items() if s != "train" for r in rs})
-    fp32_table = export.embed(fp32_encoder, tokenizer, eval_texts)
+    fp32_table = export.embed(fp32_encoder, tokenizer, eval_texts, skip=skip)
     fp32_index = {t: i for i, t in enumerate(eval_texts)}
     progress(f"embedded {len(eval_texts)} dev/test texts with fp32 (int8 vs fp32 comparison)")
-    zero_shot = {h.task: h for h in zero_shot_heads(encoder, tokenizer)}
+    zero_shot = {h.task: h for h in zero_shot_heads(encoder, tokenizer, skip)}
     every = informative_all(data_dir)
     held = {r.text for r in held_out(rows, every)}
     clean = sorted({r.text for (_, s), rs in rows.items() if s == "train" for r in rs} - held)
-    lexicon = hybrid.fit_lexicon(clean)
+    lexicon = hybrid.fit_lexicon(clean, skip=skip)
     analyses = {t: lexicon.analyse(t) for t in texts}
     progress(f"lexicon: {lexicon.size} TF-IDF features from {len(clean)} train texts")
     # zero- and 16-shot prototypes on the package encoder: what a user gets with no training
@@ -172,7 +179,7 @@ def trained_heads(
         )
         if task == "informative" and every is not None:
             head.metrics["informative_all"] = _informative_all_metrics(
-                head, every, encoder, tokenizer, labels, lexicon
+                head, every, encoder, tokenizer, labels, lexicon, skip
             )
         progress(
             f"head {task}: C={head.metrics['selection']['C']}, T={head.temperature:.3f}, "

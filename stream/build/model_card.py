@@ -33,10 +33,20 @@ _FAILURE_MODES = """\
   only (see the per-language figures).
 - `not_humanitarian` / `other_relevant_information` and `affected_individuals` are the classes
   annotators disagree on most; expect them to be the least reliable.
-- Rationales show what this linear model relied on, including function words and place names;
-  they explain the model, not the event.
+- {rationales}
 - Image labels (when the bundle has an image side) come through ImageNet concepts fitted on one
   event; treat the image's weight as a prior."""
+
+
+_RATIONALES_MEAN = (
+    "Rationales show what this linear model relied on, including function words and place "
+    "names;\n  they explain the model, not the event."
+)
+_RATIONALES_CONTENT = (  # content pooling: function words only as halves of bigrams
+    "Rationales show what this linear model relied on: content words and place names (a\n  "
+    "function word only as half of a bigram such as 'flood in'); they explain the model, not "
+    "the event."
+)
 
 
 def crossval_summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +135,8 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
         "## Encoder",
         "",
-        f"- {built.get('text', '?')}; precision {manifest['text_encoder'].get('precision')}",
+        f"- {built.get('text', '?')}; precision {manifest['text_encoder'].get('precision')}; "
+        f"pooling {manifest['text_encoder'].get('pooling', 'mean')}",
         "",
         "## Training data and licences",
         "",
@@ -153,7 +164,11 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
         "## Known failure modes",
         "",
-        _FAILURE_MODES,
+        _FAILURE_MODES.format(
+            rationales=_RATIONALES_CONTENT
+            if manifest["text_encoder"].get("pooling") == "mean_content"
+            else _RATIONALES_MEAN
+        ),
         "",
         "## Rebuild",
         "",

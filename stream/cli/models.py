@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from stream.build.bundle import DEFAULT_ENCODER, HeadsFrom, build_bundle
+from stream.build.bundle import DEFAULT_ENCODER, HeadsFrom, Pooling, build_bundle
 from stream.build.encoders import ENCODERS
 from stream.build.export import Activations
 from stream.build.labels import add_label
@@ -77,6 +77,13 @@ def models() -> None:
     help="per-token: a tweet's label never depends on its batch; per-tensor: the faster "
     "encoder (per-token ran at 0.68-0.77x its rate on AVX2), labels move slightly with the batch",
 )
+@click.option(
+    "--pooling",
+    type=click.Choice(["mean_content", "mean"]),
+    default=None,
+    help="mean_content: function words ('in', 'the', 'de') are left out of the pool and the "
+    "lexicon, so rationales name content words (default unless fine-tuning); mean: every token",
+)
 def models_build(
     out: Path | None,
     data: Path | None,
@@ -86,6 +93,7 @@ def models_build(
     activations: Activations,
     heads_from: HeadsFrom,
     finetune: bool | None,
+    pooling: Pooling | None,
 ) -> None:
     """Build a bundle from package-shipped weights (needs the build extra): the text encoder
     and heads, and (unless --no-image) the image encoder, concept space and fusion."""
@@ -116,6 +124,7 @@ def models_build(
         activations=activations,
         heads=heads_from,
         finetune=finetune,
+        pooling=pooling,
     )
     click.echo(f"bundle written to {out} in {time.perf_counter() - t0:.0f}s")
 

@@ -25,8 +25,9 @@ import numpy as np
 
 from stream.errors import ConfigError
 from stream.models.bundle import Bundle
+from stream.models.function_words import function_words
 from stream.models.heads import LinearHead
-from stream.rationale import word_shares
+from stream.rationale import published_order, word_shares
 
 __all__ = ["faithfulness_report", "keep_words", "remove_words"]
 
@@ -54,6 +55,14 @@ def _score(bundle: Bundle, head: LinearHead, texts: list[str], labels: np.ndarra
     """Calibrated probability of ``labels[i]`` for each text."""
     probs = head.predict(bundle.encoder.encode(texts).embeddings, bundle.analyse(texts)).probs
     return np.asarray(probs[np.arange(len(texts)), labels], dtype=np.float64)
+
+
+def function_share(texts: Sequence[str], sets: Spans, k: int) -> float:
+    """Share of function words (:mod:`stream.models.function_words`) among the first ``k``
+    words of each text's set: what an analyst reads as the reasons, pooled over texts."""
+    fw = function_words()
+    picked = [t[s:e] for t, spans in zip(texts, sets, strict=True) for s, e in spans[:k]]
+    return sum(w in fw for w in picked) / len(picked) if picked else 0.0
 
 
 def _ranked(words: list[tuple[int, int, float]]) -> list[tuple[int, int]]:
@@ -85,6 +94,7 @@ def faithfulness_report(
     base = out.probs[np.arange(len(texts)), pred].astype(np.float64)
     rng = np.random.default_rng(seed)
     effects: list[list[tuple[int, int]]] = []
+    listed: list[list[tuple[int, int]]] = []  # the output's order, for the function-word share
     raw: list[list[tuple[int, int]]] = []
     permutations: list[list[list[tuple[int, int]]]] = [[] for _ in range(repeats)]
     n_words = []
@@ -93,9 +103,11 @@ def faithfulness_report(
         shares = head.effects(enc, i, int(pred[i]), analysis)  # what the output's rationale uses
         words = word_shares(enc.offsets[i], enc.word_ids[i], shares)
         effects.append(_ranked(words))
+        listed.append([w[:2] for w in published_order(words)])
         # raw: the encoder's shares before centring on the text's mean token (+ lexical part)
-        mean = head.token_shares(enc.tokens[i], float(enc.scale[i]), int(pred[i])).mean()
-        raw_shares = shares + mean
+        pooled = enc.pooled[i]
+        token = head.token_shares(enc.tokens[i], float(enc.scale[i]), int(pred[i]), pooled)
+        raw_shares = shares + token[pooled].mean() * pooled
         raw.append(_ranked(word_shares(enc.offsets[i], enc.word_ids[i], raw_shares)))
         n_words.append(len(words))
         for r in range(repeats):
@@ -115,6 +127,10 @@ def faithfulness_report(
         suff_rand = float(np.mean([r[1] for r in rand]))
         return {
             "k": kk,
+            "function_word_share": round(function_share(texts, listed, kk), 4),
+            "function_word_share_random": round(
+                float(np.mean([function_share(texts, p, kk) for p in permutations])), 4
+            ),
             "comprehensiveness": round(comp, 4),
             "sufficiency": round(suff, 4),
             "comprehensiveness_random": round(comp_rand, 4),

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from stream.errors import BundleError, BundleIntegrityError
+from stream.models.function_words import FunctionWords
 from stream.models.heads import LinearHead
 from stream.models.image import ImageModel
 from stream.models.lexicon import Analysis, Lexicon, analyse_all
@@ -40,6 +41,7 @@ __all__ = [
     "Manifest",
     "TextEncoderSpec",
     "load_bundle",
+    "pool_skip",
     "read_manifest",
     "sha256_file",
     "verify_files",
@@ -86,12 +88,23 @@ def _self_check(spec: TextEncoderSpec, prec: str) -> dict[str, Any] | None:
     return check if check and prec == "int8" else None
 
 
+def pool_skip(bundle_dir: Path, spec: TextEncoderSpec) -> FunctionWords | None:
+    """The words the bundle's content pooling skips (its own copy), or None: plain mean."""
+    if spec.pooling != "mean_content" or spec.function_words is None:
+        return None
+    return FunctionWords.load(bundle_dir / spec.function_words)
+
+
 def _needed_files(
     bundle_dir: Path, manifest: Manifest, prec: str, precision: str | None
 ) -> tuple[set[str], str]:
     """The files serving needs at text precision ``prec``, and the image encoder's precision."""
     spec = manifest.text_encoder
     needed = {spec.files[prec], spec.tokenizer, *(h.file for h in manifest.heads)}
+    if spec.pooling == "mean_content":
+        if spec.function_words is None:
+            raise BundleError(f"bundle {bundle_dir}: content pooling but no function-word file")
+        needed.add(spec.function_words)
     hybrid = [h.task for h in manifest.heads if h.lexical]
     check = _self_check(spec, prec)
     if check:
@@ -187,6 +200,7 @@ def load_bundle(
         )
     needed, iprec = _needed_files(bundle_dir, manifest, prec, precision)
     _verify_needed(bundle_dir, manifest, needed)
+    skip = pool_skip(bundle_dir, spec)
 
     def text_encoder(prec: str) -> TextEncoder:
         return TextEncoder(
@@ -197,6 +211,7 @@ def load_bundle(
             batch_size,
             spinning,
             cache_size,
+            skip,
         )
 
     encoder, prec, checked = _checked_encoder(bundle_dir, manifest, prec, precision, text_encoder)

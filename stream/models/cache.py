@@ -27,6 +27,7 @@ class CachedText:
     scale: float
     offsets: list[tuple[int, int]]
     word_ids: list[int | None]
+    pooled: np.ndarray
 
 
 class EncoderCache:

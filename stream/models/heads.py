@@ -4,7 +4,9 @@ With mean pooling and a linear head, the centred logit of class c decomposes exa
 ``z_c - mean(z) = sum_t (w_c - mean(w)) . h_t * s + (b_c - mean(b))`` where ``s`` is the
 pooling/normalisation scale. Those per-token terms share a common part (every token of an
 informative tweet leans "informative"), so the text rationale uses them relative to the text's
-mean token (``token_effects``): that is what deleting a word changes, to first order.
+mean token (``token_effects``): that is what deleting a word changes, to first order. With
+content pooling (:mod:`stream.models.text`) the sum runs over the pooled tokens only, and a
+function word's share is exactly zero.
 
 A *hybrid* head adds a lexical term (:mod:`stream.models.lexicon`): ``V @ tfidf(text) + c``,
 whose per-feature shares are exact too; :meth:`LinearHead.effects` puts them on the tokens
@@ -100,16 +102,24 @@ class LinearHead:
         probs = softmax(logits / self.temperature)
         return HeadOutput(pred=probs.argmax(axis=1), probs=probs, logits=logits)
 
-    def token_shares(self, tokens: np.ndarray, scale: float, label: int) -> np.ndarray:
-        """Exact share of each token in the centred, calibrated logit of ``label``."""
+    def token_shares(
+        self, tokens: np.ndarray, scale: float, label: int, pooled: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Exact share of each token in the centred, calibrated logit of ``label``; zero for a
+        token the pool leaves out (``pooled``: the encoding's mask, None: every token)."""
         w = self.weight.astype(np.float64)
         direction = w[label] - w.mean(axis=0)
         shares = np.asarray(tokens, np.float64) @ direction * (scale / self.temperature)
+        if pooled is not None:
+            shares = np.where(pooled, shares, 0.0)
         return np.asarray(shares, dtype=np.float32)
 
-    def token_effects(self, tokens: np.ndarray, scale: float, label: int) -> np.ndarray:
+    def token_effects(
+        self, tokens: np.ndarray, scale: float, label: int, pooled: np.ndarray | None = None
+    ) -> np.ndarray:
         """Each token's share of the centred, calibrated logit of ``label`` relative to the
-        text's mean token: ``(h_t - mean_t h) . (w_c - mean(w)) * scale / T``.
+        text's mean pooled token: ``(h_t - mean_t h) . (w_c - mean(w)) * scale / T``, zero for
+        a token outside the pool.
 
         The effects sum to zero. Mean pooling moves the pooled state by
         ``-sum_{t in word} (h_t - mean h) / (n - m)`` when a word of ``m`` tokens is deleted, so
@@ -118,8 +128,10 @@ class LinearHead:
         overall level instead; on CrisisMMD dev the effects remove 1.4x more probability at
         k=5 (ERASER comprehensiveness 0.41 vs 0.30, random words 0.13).
         """
-        shares = self.token_shares(tokens, scale, label)
-        return np.asarray(shares - shares.mean(), dtype=np.float32)
+        shares = self.token_shares(tokens, scale, label, pooled)
+        if pooled is None:
+            return np.asarray(shares - shares.mean(), dtype=np.float32)
+        return np.asarray(np.where(pooled, shares - shares[pooled].mean(), 0.0), np.float32)
 
     def effects(
         self, enc: TextEncoding, i: int, label: int, analysis: Analysis | None = None
@@ -127,7 +139,7 @@ class LinearHead:
         """Per-token effects on the calibrated, centred logit of ``label`` for text ``i``:
         :meth:`token_effects`, plus a hybrid head's lexical shares spread over the tokens
         whose characters they cover (what the output's text rationale is built from)."""
-        out = self.token_effects(enc.tokens[i], float(enc.scale[i]), label)
+        out = self.token_effects(enc.tokens[i], float(enc.scale[i]), label, enc.pooled[i])
         if self.lexical is not None and analysis is not None:
             spans, shares = self.lexical.span_shares(analysis, label)
             out = out + spread(enc.offsets[i], enc.word_ids[i], spans, shares) / self.temperature

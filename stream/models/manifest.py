@@ -38,7 +38,10 @@ class TextEncoderSpec(BaseModel):
     tokenizer: str = "tokenizer.json"
     max_length: int = 128
     dim: int = 384
-    pooling: Literal["mean"] = "mean"
+    #: mean_content: the mean over the tokens of words not in ``function_words`` (a file of
+    #: the bundle), so function words have no share of any logit (:mod:`stream.models.text`)
+    pooling: Literal["mean", "mean_content"] = "mean"
+    function_words: str | None = None
     normalize: bool = True
     quantization: dict[str, Any] = Field(default_factory=dict)
 

@@ -1,7 +1,12 @@
 """Text encoder: HF tokenizers + an ONNX transformer with token-level output.
 
 The ONNX graph returns ``last_hidden_state``; pooling happens here in numpy so that the
-exact per-token shares of a linear head's logit (the rationale) come for free.
+exact per-token shares of a linear head's logit (the rationale) come for free. A bundle built
+with content pooling (manifest ``pooling: mean_content``) averages only the tokens of words
+that are not function words (:mod:`stream.models.function_words`): "in" and "the" still shape
+the other tokens' states inside the transformer, but their own share of the encoder's logit is
+exactly zero (the bundle's lexicon keeps them only in bigrams with a content word), so a
+rationale rarely names them. A text of function words only is pooled whole.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from stream.models.cache import CachedText, EncoderCache
+from stream.models.function_words import FunctionWords
 
 __all__ = ["TextEncoder", "TextEncoding", "encoder_feeds", "make_session", "pad_batch"]
 
@@ -83,10 +89,11 @@ class TextEncoding:
     """Encoder output for N texts, in input order.
 
     ``embeddings`` are mean-pooled and L2-normalised ([N, D]); ``tokens[i]`` is the
-    token-level hidden state of text i ([T_i, D], padding removed) with ``scale[i]`` the factor
-    ``1 / (T_i * ||mean||)`` so that ``embeddings[i] == tokens[i].sum(0) * scale[i]``.
-    ``offsets[i]`` are character spans per token and ``word_ids[i]`` the word index per token
-    (None for special tokens).
+    token-level hidden state of text i ([T_i, D], padding removed), ``pooled[i]`` marks the
+    tokens the pool averages ([T_i] bool: all of them, unless the encoder skips function words)
+    and ``scale[i]`` is ``1 / (P_i * ||mean||)`` over those ``P_i`` tokens, so that
+    ``embeddings[i] == tokens[i][pooled[i]].sum(0) * scale[i]``. ``offsets[i]`` are character
+    spans per token and ``word_ids[i]`` the word index per token (None for special tokens).
     """
 
     embeddings: np.ndarray
@@ -94,10 +101,28 @@ class TextEncoding:
     scale: np.ndarray
     offsets: list[list[tuple[int, int]]]
     word_ids: list[list[int | None]]
+    pooled: list[np.ndarray]
+
+
+def pool_mask(
+    text: str,
+    offsets: Sequence[tuple[int, int]],
+    word_ids: Sequence[int | None],
+    skip: FunctionWords | None,
+) -> np.ndarray:
+    """The tokens a pool averages: all but those of the ``skip`` words, or all when ``skip``
+    is None or the text has no other word."""
+    keep = np.ones(len(word_ids), bool)
+    if skip is None:
+        return keep
+    keep &= ~skip.token_mask(text, offsets, word_ids)
+    words = np.fromiter((w is not None for w in word_ids), bool, len(word_ids))
+    return keep if (keep & words).any() else np.ones(len(word_ids), bool)
 
 
 class TextEncoder:
-    """Encode texts with a (quantized) ONNX sentence encoder, batching sorted by length."""
+    """Encode texts with a (quantized) ONNX sentence encoder, batching sorted by length.
+    ``skip``: the function words content pooling leaves out of the pool (None: plain mean)."""
 
     def __init__(
         self,
@@ -108,7 +133,9 @@ class TextEncoder:
         batch_size: int = 32,
         spinning: bool = False,
         cache_size: int = 0,
+        skip: FunctionWords | None = None,
     ) -> None:
+        self.skip = skip
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.no_padding()
@@ -137,6 +164,7 @@ class TextEncoder:
                     float(fresh.scale[j]),
                     fresh.offsets[j],
                     fresh.word_ids[j],
+                    fresh.pooled[j],
                 )
                 for j, t in enumerate(todo)
             }
@@ -150,12 +178,18 @@ class TextEncoder:
             scale=np.array([c.scale for c in items], dtype=np.float32),
             offsets=[c.offsets for c in items],
             word_ids=[c.word_ids for c in items],
+            pooled=[c.pooled for c in items],
         )
 
     def _encode(self, texts: Sequence[str]) -> TextEncoding:
         """Encode ``texts``; sorts by token length per batch to cut padding, restores order."""
         encs = self.tokenize(texts)
         n = len(encs)
+        offsets = [text_offsets(t, e.offsets) for t, e in zip(texts, encs, strict=True)]
+        word_ids = [list(e.word_ids) for e in encs]
+        pooled = [
+            pool_mask(t, o, w, self.skip) for t, o, w in zip(texts, offsets, word_ids, strict=True)
+        ]
         emb = np.zeros((n, self.dim), dtype=np.float32)
         tokens: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * n
         scale = np.zeros(n, dtype=np.float32)
@@ -165,18 +199,12 @@ class TextEncoder:
             hidden = self._run([encs[i] for i in idx])
             for row, i in enumerate(idx):
                 h = hidden[row, : len(encs[i].ids)]
-                mean = h.mean(axis=0)
+                mean = h.mean(axis=0) if self.skip is None else h[pooled[i]].mean(axis=0)
                 norm = float(np.linalg.norm(mean)) or 1.0
                 tokens[i] = h
-                scale[i] = 1.0 / (h.shape[0] * norm)
+                scale[i] = 1.0 / (int(pooled[i].sum()) * norm)
                 emb[i] = mean / norm
-        return TextEncoding(
-            embeddings=emb,
-            tokens=tokens,
-            scale=scale,
-            offsets=[text_offsets(t, e.offsets) for t, e in zip(texts, encs, strict=True)],
-            word_ids=[list(e.word_ids) for e in encs],
-        )
+        return TextEncoding(emb, tokens, scale, offsets, word_ids, pooled)
 
     def _run(self, encs: Sequence[Encoding]) -> np.ndarray:
         out = self.session.run(None, encoder_feeds(encs, self.input_names))[0]
