@@ -27,10 +27,12 @@ import numpy as np
 
 from stream.models.numeric import softmax
 
-__all__ = ["DEFAULT_L2", "Correction", "fit_correction"]
+__all__ = ["DEFAULT_BALANCED", "DEFAULT_L2", "Correction", "fit_correction"]
 
 #: penalty strength, chosen on the dev events' simulated feedback (docs/adaptation.md)
 DEFAULT_L2 = 1.0
+#: balanced class weights on the answers (chosen with :data:`DEFAULT_L2`)
+DEFAULT_BALANCED = True
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def fit_correction(
     base_logits: np.ndarray,
     y: np.ndarray,
     l2: float = DEFAULT_L2,
-    balanced: bool = True,
+    balanced: bool = DEFAULT_BALANCED,
     steps: int = 3000,
     tol: float = 1e-6,
 ) -> Correction:
