@@ -6,12 +6,8 @@ recipe, no drift from corrections stacked on corrections, and a result that depe
 the answers. The encoder is the base bundle's, frozen, so an answer's embedding is computed
 once and kept.
 
-The gate is the backtest's, on feedback nobody trained on (:func:`stream.adapt.answers.
-held_back`): the candidate must not score a macro-F1 more than ``max_drop`` below the head
-serving now, nor below the base head (so that small allowed drops cannot add up over rounds).
-A task is not adapted yet with fewer than ``min_answers`` counting answers, or while its
-held-back answers carry fewer than two labels: a candidate that gives every event one label
-would score perfectly on held-back answers of that one label.
+The gate (:mod:`stream.adapt.gate`) judges the candidate on the held-back answers
+(:func:`stream.adapt.answers.held_back`) against the head serving now and the base head.
 """
 
 from __future__ import annotations
@@ -23,25 +19,12 @@ import numpy as np
 
 from stream.adapt.answers import Answers
 from stream.adapt.correction import DEFAULT_L2, fit_correction
+from stream.adapt.gate import MAX_DROP, MIN_ANSWERS, judge, unjudged
 from stream.models.bundle import Bundle
 from stream.models.heads import LinearHead
-from stream.models.numeric import softmax
 from stream.schemas import FeedbackEvent
 
 __all__ = ["Adapter", "TaskAdaptation"]
-
-
-def _macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
-    """Macro-F1 over the classes present in ``y`` or ``pred`` (a held-back set rarely has
-    every label; absent ones would only add zeros)."""
-    scores = []
-    for c in range(classes):
-        tp = float(np.sum((pred == c) & (y == c)))
-        fp = float(np.sum((pred == c) & (y != c)))
-        fn = float(np.sum((pred != c) & (y == c)))
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
 
 
 @dataclass
@@ -74,8 +57,8 @@ class Adapter:
         self,
         bundle: Bundle,
         l2: float = DEFAULT_L2,
-        max_drop: float = 0.02,
-        min_answers: int = 10,
+        max_drop: float = MAX_DROP,
+        min_answers: int = MIN_ANSWERS,
     ) -> None:
         self.bundle = bundle
         self.heads = {h.task: h for h in bundle.heads}
@@ -120,13 +103,9 @@ class Adapter:
         self, head: LinearHead, fitted: list[FeedbackEvent], held: list[FeedbackEvent]
     ) -> TaskAdaptation:
         task, n_fit, n_held = head.task, len(fitted), len(held)
-        if n_fit + n_held < self.min_answers:
-            why = f"{n_fit + n_held} answers, {self.min_answers} needed"
-            return TaskAdaptation(task, n_fit, n_held, False, why)
-        kinds = len({a.label for a in held})
-        if kinds < 2 or not fitted:
-            why = f"held-back answers carry {kinds} label(s), 2 needed to judge"
-            return TaskAdaptation(task, n_fit, n_held, False, why if fitted else "none fitted")
+        why = unjudged(n_fit + n_held, len({a.label for a in held}), self.min_answers)
+        if why is not None or not fitted:
+            return TaskAdaptation(task, n_fit, n_held, False, why or "none fitted")
         index = {name: i for i, name in enumerate(head.labels)}
         x, analyses = self._features(fitted)
         y = np.array([index[str(a.label)] for a in fitted])
@@ -135,22 +114,13 @@ class Adapter:
         w, b = correction.fold(head.weight, head.bias, head.temperature)
         xh, ah = self._features(held)
         yh = np.array([index[str(a.label)] for a in held])
-        classes = len(head.labels)
-
-        def score(weight: np.ndarray, bias: np.ndarray) -> float:
-            logits = self._logits(head, weight, bias, xh, ah)
-            return _macro_f1(yh, softmax(logits).argmax(1), classes)
-
-        gate = {
-            "macro_f1_base": score(head.weight, head.bias),
-            "macro_f1_serving": score(*self.serving[task]),
-            "macro_f1_candidate": score(w, b),
-        }
-        floor = max(gate["macro_f1_base"], gate["macro_f1_serving"]) - self.max_drop
-        if gate["macro_f1_candidate"] < floor:
-            why = (
-                f"held-back macro-F1 {gate['macro_f1_candidate']:.3f} < "
-                f"{floor + self.max_drop:.3f} (serving or base) - {self.max_drop}"
-            )
-            return TaskAdaptation(task, n_fit, n_held, False, why, w, b, gate)
-        return TaskAdaptation(task, n_fit, n_held, True, "gate passed", w, b, gate)
+        verdict = judge(
+            yh,
+            self._logits(head, head.weight, head.bias, xh, ah),
+            self._logits(head, *self.serving[task], xh, ah),
+            self._logits(head, w, b, xh, ah),
+            self.max_drop,
+        )
+        return TaskAdaptation(
+            task, n_fit, n_held, verdict.accepted, verdict.reason, w, b, verdict.scores
+        )

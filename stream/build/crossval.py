@@ -24,7 +24,7 @@ import numpy as np
 
 from stream.build.event_heads import DEV_EVENTS, EventData, fit_event_head
 from stream.build.hybrid import fit_lexicon
-from stream.build.train import DESCRIPTIONS, zero_shot_head
+from stream.build.train import DESCRIPTIONS, HeadResult, zero_shot_head
 from stream.data.message import Message
 from stream.errors import MissingExtraError
 from stream.evaluation.intervals import RESAMPLES, bootstrap_intervals
@@ -37,8 +37,10 @@ __all__ = [
     "BASELINE_C",
     "REPORT_LANGUAGES",
     "CrossvalInputs",
+    "TaskRows",
     "crossval",
     "event_mean",
+    "fit_fold",
     "folds_of",
     "summaries",
 ]
@@ -180,31 +182,57 @@ def _zero_shot(task: str, inputs: CrossvalInputs) -> tuple[np.ndarray, np.ndarra
     return head.weight, head.bias
 
 
+@dataclass(frozen=True)
+class TaskRows:
+    """A task's labelled rows of the corpus: each row's index into the messages, label index,
+    group (event) and text, and the embeddings of those rows."""
+
+    labels: list[str]
+    rows: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    texts: list[str]
+    x: np.ndarray
+
+    @classmethod
+    def of(cls, task: str, messages: Sequence[Message], x: np.ndarray) -> TaskRows:
+        labels = LABELS[task]
+        rows = np.array([i for i, m in enumerate(messages) if task in m.labels], np.int64)
+        index = {name: i for i, name in enumerate(labels)}
+        y = np.array([index[messages[i].labels[task]] for i in rows], np.int64)
+        groups = np.array([messages[i].event for i in rows])
+        return cls(labels, rows, y, groups, [messages[i].text for i in rows], x[rows])
+
+
+def fit_fold(
+    task: str, data: TaskRows, test: np.ndarray, skip: FunctionWords | None = None
+) -> tuple[HeadResult, EventData]:
+    """The shipped head fitted on the rows outside the boolean mask ``test`` (its own words-only
+    lexicon from their texts, without the n-grams of ``skip``'s function words when the bundle
+    pools content words), and the ``test`` rows as the head scores them."""
+    tr, te = np.flatnonzero(~test), np.flatnonzero(test)
+    lexicon = fit_lexicon([data.texts[i] for i in tr], chars=False, skip=skip)
+    analyses = [lexicon.analyse(t) for t in data.texts]
+    rows = EventData(data.x, data.y, data.groups, analyses)
+    return fit_event_head(task, data.labels, rows.take(tr), lexicon), rows.take(te)
+
+
 def _task(
     task: str, inputs: CrossvalInputs, k: int, baseline: bool, progress: Progress
 ) -> dict[str, Any]:
-    labels = LABELS[task]
-    rows = np.array([i for i, m in enumerate(inputs.messages) if task in m.labels])
+    data = TaskRows.of(task, inputs.messages, inputs.int8)
+    labels, rows, y, groups, texts = data.labels, data.rows, data.y, data.groups, data.texts
     msgs = [inputs.messages[i] for i in rows]
-    index = {name: i for i, name in enumerate(labels)}
-    y = np.array([index[m.labels[task]] for m in msgs])
-    groups = np.array([m.event for m in msgs])
-    texts = [m.text for m in msgs]
     zs_w, zs_b = _zero_shot(task, inputs)
     per: dict[str, dict[str, Any]] = {}
     pred_all = np.zeros(len(rows), np.int64)
     folds = folds_of([str(g) for g in groups], k)
-    x_rows = inputs.int8[rows]
     x32_rows = inputs.fp32[rows] if inputs.fp32 is not None else None
     t0 = time.perf_counter()
     for f, fold in enumerate(folds, 1):
         test = np.isin(groups, fold)
         tr, te = np.flatnonzero(~test), np.flatnonzero(test)
-        lexicon = fit_lexicon([texts[i] for i in tr], chars=False, skip=inputs.skip)
-        analyses = [lexicon.analyse(t) for t in texts]
-        data = EventData(x_rows, y, groups, analyses)
-        head = fit_event_head(task, labels, data.take(tr), lexicon)
-        held = data.take(te)
+        head, held = fit_fold(task, data, test, inputs.skip)
         probs = softmax(head.logits(held.split()) / head.temperature)
         pred_all[te] = probs.argmax(axis=1)
         fp32 = None

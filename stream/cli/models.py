@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from stream.build.adaptation_run import Scope
 from stream.build.bundle import DEFAULT_ENCODER, HeadsFrom, Pooling, build_bundle
 from stream.build.encoders import ENCODERS
 from stream.build.export import Activations
@@ -244,3 +245,74 @@ def models_crossval(
 
         record_crossval(bundle, report)
         click.echo(f"summary recorded in {bundle / 'manifest.json'} and its MODEL_CARD.md")
+
+
+@models.command("simulate-feedback")
+@click.option(
+    "--bundle", type=click.Path(path_type=Path), default=None, help="default: the configured bundle"
+)
+@datasets_root_option
+@click.option(
+    "--events",
+    "scope",
+    type=click.Choice(["non-dev", "dev", "all"]),
+    default="non-dev",
+    show_default=True,
+    help="held-out crisis events: those the settings were not chosen on (the headline), the "
+    "dev events, or all",
+)
+@click.option(
+    "--grid",
+    is_flag=True,
+    help="try every correction setting (L2 x class weights) instead of the defaults; run it "
+    "with --events dev to choose them",
+)
+@click.option(
+    "--out-json", type=click.Path(path_type=Path), default=None, help="write the JSON report here"
+)
+@click.option(
+    "--svg",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="draw the curves here (e.g. docs/images/adaptation.svg)",
+)
+def models_simulate_feedback(
+    bundle: Path | None,
+    data: Path | None,
+    scope: Scope,
+    grid: bool,
+    out_json: Path | None,
+    svg: Path | None,
+) -> None:
+    """Simulate analysts' feedback on held-out events. Each event's adapted head is scored
+    after 0-200 answers, drawn in review-queue order and in random order."""
+
+    import orjson
+
+    from stream.build.adaptation_chart import adaptation_svg
+    from stream.build.adaptation_run import format_report, run_simulation
+    from stream.data.paths import datasets_root
+
+    bundle = bundle or load_settings().bundle
+    root = data or datasets_root()
+    if root is None:
+        raise click.UsageError("no datasets found: pass --data (the folder holding crisismmd/ ...)")
+    if grid and svg is not None:
+        raise click.UsageError("--svg draws the default settings' curves: leave out --grid")
+    t0 = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        click.echo(f"[{time.perf_counter() - t0:6.1f}s] {msg}", err=True)
+
+    report = run_simulation(bundle, root, progress, scope, grid)
+    click.echo(format_report(report))
+    if out_json is not None:
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        click.echo(f"report written to {out_json}")
+    if svg is not None:
+        summaries = {t: b["summary"] for t, b in report["tasks"].items()}
+        title = f"Adapted head after analysts' answers ({scope} events)"
+        svg.parent.mkdir(parents=True, exist_ok=True)
+        svg.write_text(adaptation_svg(summaries, title))
+        click.echo(f"chart written to {svg}")

@@ -27,6 +27,7 @@ __all__ = [
     "Interval",
     "bootstrap_difference",
     "bootstrap_intervals",
+    "mean_interval",
 ]
 
 #: resamples per interval: the 2.5 % / 97.5 % quantiles move by about 0.002 between seeds
@@ -148,3 +149,19 @@ def bootstrap_difference(
         )
         for k, m in enumerate(METRICS)
     }
+
+
+def mean_interval(
+    values: Sequence[float] | np.ndarray,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """Percentile interval of the mean of per-event ``values`` (e.g. each event's macro-F1, or
+    its gain between two settings: the same seed resamples the same events, so intervals of
+    paired differences are paired)."""
+    v = np.asarray(values, np.float64)
+    _check(len(v), resamples, level)
+    means = np.concatenate([v[i].mean(axis=1) for i in _index_chunks(len(v), resamples, seed)])
+    q = _quantiles(means, level)
+    return Interval(float(q[0]), float(q[1]), level, resamples)
