@@ -380,10 +380,10 @@ def _backtest_equals_evaluate(
 
 @needs_shared
 @pytest.mark.kafka
-def test_backtest_macro_f1_equals_evaluate_on_300_crisismmd_tweets(
+def test_backtest_macro_f1_equals_evaluate_on_150_crisismmd_tweets(
     noida: BrokerHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    _backtest_equals_evaluate(noida, tmp_path, 300, monkeypatch)
+    _backtest_equals_evaluate(noida, tmp_path, 150, monkeypatch)
 
 
 @needs_shared

@@ -200,6 +200,7 @@ def test_crash_restart_small(noida: BrokerHandle, tmp_path: Path):
     _check(run_crash_scenario(noida, 1000, 4, seed_=7, tmp=tmp_path), tmp_path)
 
 
+@pytest.mark.slow  # per-batch commits (the default) are crash-tested in the default run
 def test_crash_restart_small_interval_commits(noida: BrokerHandle, tmp_path: Path):
     """The same with periodic commits (``CRISIS_COMMIT_EVERY_BATCH=false``)."""
     report = run_crash_scenario(noida, 1000, 3, seed_=7, tmp=tmp_path, per_batch=False)

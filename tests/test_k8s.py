@@ -153,7 +153,9 @@ def test_the_configmap_parses_as_settings(monkeypatch: pytest.MonkeyPatch, worke
     compose_topics = topics_created(
         yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
     )
-    assert {s.input_topic, s.output_topic, s.review_topic, s.dlq_topic} == set(compose_topics)
+    assert {s.input_topic, s.output_topic, s.review_topic, s.dlq_topic, s.feedback_topic} == set(
+        compose_topics
+    )
 
 
 def test_static_membership_and_threads_per_pod(sts: dict[str, Any], worker: dict[str, Any]):

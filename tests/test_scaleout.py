@@ -89,6 +89,7 @@ def _scale_out(broker: BrokerHandle, kill: bool, tmp: Path) -> None:
             p.terminate(60)
 
 
+@pytest.mark.slow  # the kill test below also starts two workers that split the partitions
 def test_two_workers_split_partitions(noida: BrokerHandle, tmp_path: Path):
     _scale_out(noida, kill=False, tmp=tmp_path)
 
