@@ -97,12 +97,13 @@ def test_a_new_base_bundle_is_served_at_once_and_the_answers_adapt_it(
     s = noida.settings(feedback_topic=f"fb-{uuid.uuid4().hex[:8]}")
     ensure_topics(s.kafka_common(), {s.feedback_topic: 1, s.dlq_topic: 1})
     out = tmp_path / "out"
-    first = AdaptService(s, BUNDLE, out, group="a1").start()
+    group = f"a-{uuid.uuid4().hex[:8]}"
+    first = AdaptService(s, BUNDLE, out, group=group).start()
     first.journal.append(answers(40))
     first.answers.extend(answers(0))
     first.close()
     new = _new_base(BUNDLE, tmp_path / "base-v2")
-    second = AdaptService(s, new, out, group="a1").start()
+    second = AdaptService(s, new, out, group=group).start()
     try:
         current = BundleVersions(out).current()
         assert current is not None

@@ -324,12 +324,19 @@ class AdaptService:
     def _base_w(self, task: str) -> np.ndarray | None:
         return next((h.weight for h in self.bundle.heads if h.task == task), None)
 
-    def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Leave the group and flush dead letters, giving up after ``timeout_s`` each: a
+        broker that never answers the leave must not hold a SIGTERM for ever (the offsets of
+        journaled answers are committed already; nothing is lost by not waiting)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            closing = threading.Thread(target=consumer.close, daemon=True, name="adapt-close")
+            closing.start()
+            closing.join(timeout_s)
+            if closing.is_alive():
+                log.warning("the feedback consumer did not close in %.0f s", timeout_s)
         if self._producer is not None:
-            self._producer.flush(10)
+            self._producer.flush(timeout_s)
             self._producer = None
 
 
