@@ -8,7 +8,6 @@ are printed too, for context only.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import sys
@@ -21,6 +20,7 @@ if str(REPO) not in sys.path:  # run as `python bench/x.py` from the worktree ro
     sys.path.insert(0, str(REPO))
 
 from stream.data.crisismmd import find_dataset, load_split  # noqa: E402
+from stream.ops.cpu import cpu_model  # noqa: E402
 
 BUNDLE = REPO / "models" / "e5-crisis"
 
@@ -121,14 +121,7 @@ def group_cpu_s(pgid: int | None) -> float:
 def machine() -> str:
     """One line naming the CPU (model, cores, the int8-relevant instruction sets): int8 and fp32
     kernels, hence every ratio against them, differ by instruction set."""
-    model, flags = "unknown CPU", set[str]()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    model, flags = cpu_model()
     isa = {f: "yes" if f in flags else "no" for f in ("avx2", "avx512_vnni")}
     marks = ", ".join(f"{f} {v}" for f, v in isa.items())
     return f"machine: {model}, {os.cpu_count()} cores, {marks}"

@@ -17,9 +17,7 @@ seconds.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
 import random
 import shutil
 import tempfile
@@ -47,6 +45,7 @@ from stream.models.function_words import FunctionWords
 from stream.models.lexicon import Lexicon
 from stream.models.links import LINK_PATTERN
 from stream.models.numeric import cosine_stats
+from stream.ops.cpu import cpu_model
 
 __all__ = [
     "BUNDLE_NAME",
@@ -226,14 +225,7 @@ def _machine() -> dict[str, Any]:
     """The build CPU: int8 kernels differ by instruction set (AVX2 vs AVX-512 VNNI / AMX), and
     the heads are fitted on that CPU's int8 embeddings, so test figures move with it
     (README, Models)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    model, flags = cpu_model()
     isa = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})
     return {"cpu": model, "isa": isa, "cores": os.cpu_count()}
 

@@ -13,11 +13,13 @@ cgroup and every ancestor (the tightest wins); v1: ``cpu.cfs_quota_us`` (-1: non
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import platform
 from pathlib import Path, PurePosixPath
 
-__all__ = ["available_cpus", "cpu_quota", "quota_threads", "threads_from_cgroup"]
+__all__ = ["available_cpus", "cpu_model", "cpu_quota", "quota_threads", "threads_from_cgroup"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
@@ -93,3 +95,17 @@ def quota_threads(quota: float | None, cpus: int) -> int | None:
 
 def threads_from_cgroup(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int | None:
     return quota_threads(cpu_quota(root, proc_cgroup), available_cpus())
+
+
+def cpu_model() -> tuple[str, set[str]]:
+    """The CPU's model name and flags (``/proc/cpuinfo``): int8 kernels, hence every int8
+    figure, differ by instruction set (AVX2 vs AVX-512 VNNI / AMX)."""
+    model, flags = platform.processor() or platform.machine(), set[str]()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    return model, flags
