@@ -15,23 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MAX_DROP", "MIN_ANSWERS", "Verdict", "judge", "macro_f1_present", "unjudged"]
+from stream.evaluation.metrics import macro_f1
+
+__all__ = ["MAX_DROP", "MIN_ANSWERS", "Verdict", "judge", "unjudged"]
 
 MAX_DROP = 0.02
 MIN_ANSWERS = 10
-
-
-def macro_f1_present(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
-    """Macro-F1 over the classes present in ``y`` or ``pred`` (a held-back set rarely has
-    every label; absent ones would only add zeros)."""
-    scores = []
-    for c in range(classes):
-        tp = float(np.sum((pred == c) & (y == c)))
-        fp = float(np.sum((pred == c) & (y != c)))
-        fn = float(np.sum((pred != c) & (y == c)))
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
 
 
 @dataclass(frozen=True)
@@ -57,12 +46,12 @@ def judge(
     candidate: np.ndarray,
     max_drop: float = MAX_DROP,
 ) -> Verdict:
-    """The verdict on the held-back answers ``y`` from each head's logits of them."""
-    classes = base.shape[1]
+    """The verdict on the held-back answers ``y`` from each head's logits of them (macro-F1
+    over the labels present in ``y`` or the predictions: a held-back set rarely has them all)."""
     scores = {
-        "macro_f1_base": macro_f1_present(y, base.argmax(1), classes),
-        "macro_f1_serving": macro_f1_present(y, serving.argmax(1), classes),
-        "macro_f1_candidate": macro_f1_present(y, candidate.argmax(1), classes),
+        "macro_f1_base": macro_f1(y, base.argmax(1)),
+        "macro_f1_serving": macro_f1(y, serving.argmax(1)),
+        "macro_f1_candidate": macro_f1(y, candidate.argmax(1)),
     }
     floor = max(scores["macro_f1_base"], scores["macro_f1_serving"]) - max_drop
     if scores["macro_f1_candidate"] < floor:
