@@ -6,9 +6,10 @@ Set ``STREAM_TEST_BOOTSTRAP=host:port`` to run the Kafka tests against an existi
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,21 @@ SHARED = REPO.parent / "shared" / "datasets" / "crisismmd"
 needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f"CrisisMMD not found at {SHARED} (../shared is missing)"
 )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    """pytest-timeout cannot stop a test stuck in C code that holds the GIL (its signal handler
+    and its timer thread both need it). faulthandler's watchdog needs no GIL: past the test's
+    own limit and five minutes more, it prints every thread's stack and ends the run, so a
+    deadlock fails in minutes instead of holding CI for hours."""
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0] if marker and marker.args else item.config.getini("timeout"))
+    faulthandler.dump_traceback_later(limit + 300, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 class BrokerHandle:

@@ -7,16 +7,20 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
 from stream.local.broker import LocalBroker
+from stream.ops.admin import ensure_topics
 from stream.settings import Settings
 
-from .conftest import BUNDLE, REPO
+from .conftest import BUNDLE, REPO, BrokerHandle
 from .kafka_utils import TopicReader, create_topics, make_events, seed
 from .worker_proc import WorkerProcess, worker_env
 
@@ -91,3 +95,52 @@ def test_sigterm_under_load_with_a_stalled_broker(tmp_path: Path, stall_s: float
         assert set(ids) == {f"e-{i}" for i in range(n)}  # nothing lost
         if stall_s < SHUTDOWN_S:
             assert len(ids) == n, f"{len(ids) - n} duplicates after a clean stop"
+
+
+_CLOSE_PENDING = """
+import sys, time
+from confluent_kafka import Consumer
+from stream.sources.kafka import close_consumer
+
+bootstrap, topic = sys.argv[1:3]
+consumer = Consumer({
+    "bootstrap.servers": bootstrap,
+    "group.id": "g-" + topic,
+    "group.instance.id": "one",
+    "enable.auto.commit": False,
+    "log_level": 3,
+})
+consumer.subscribe([topic])
+time.sleep(5)  # the group's assignment arrives and waits, unserved, in the queue
+started = time.monotonic()
+close_consumer(consumer)
+print(f"closed in {time.monotonic() - started:.1f} s")
+"""
+
+
+@pytest.mark.kafka
+def test_closing_a_consumer_whose_assignment_was_never_served_returns(noida: BrokerHandle):
+    """librdkafka deadlocks, holding the GIL, when close() is the first to serve a queued
+    assignment: a SIGTERM right after start would hang the process for good. In a child
+    process, so that a regression fails here instead of freezing the test run."""
+    children = []
+    for _ in range(4):  # together: the hang needed a loaded machine to show reliably
+        topic = f"close-{uuid.uuid4().hex[:8]}"
+        ensure_topics({"bootstrap.servers": noida.bootstrap}, {topic: 1})
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _CLOSE_PENDING, noida.bootstrap, topic],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+            )
+        )
+    try:
+        for child in children:
+            out, err = child.communicate(timeout=60)
+            assert child.returncode == 0, err[-2000:]
+            assert "closed in" in out
+    finally:
+        for child in children:
+            child.kill()

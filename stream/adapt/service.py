@@ -44,6 +44,7 @@ from stream.models.bundle import load_bundle
 from stream.models.heads import save_head
 from stream.schemas import FeedbackEvent, Origin
 from stream.settings import Settings
+from stream.sources.kafka import close_consumer
 
 __all__ = ["AdaptService"]
 
@@ -330,7 +331,9 @@ class AdaptService:
         journaled answers are committed already; nothing is lost by not waiting)."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            closing = threading.Thread(target=consumer.close, daemon=True, name="adapt-close")
+            closing = threading.Thread(
+                target=close_consumer, args=(consumer,), daemon=True, name="adapt-close"
+            )
             closing.start()
             closing.join(timeout_s)
             if closing.is_alive():

@@ -20,6 +20,7 @@ from stream.ops.admin import ensure_topics
 from stream.runtime import build_pipeline, make_sink, make_source
 from stream.schemas import DeadLetter, LabeledEvent
 from stream.settings import Settings
+from stream.sources.kafka import close_consumer
 from stream.worker import Worker
 
 __all__ = ["BAD_RECORDS", "image_events", "read_topic", "run_demo", "sample_events"]
@@ -158,7 +159,7 @@ def read_topic(
         while len(out) < n and time.monotonic() < deadline:
             out += [m.value() or b"" for m in c.consume(500, 0.5) if m.error() is None]
     finally:
-        c.close()
+        close_consumer(c)
     return out
 
 

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from stream.errors import BrokerError
 from stream.headers import PREFIX, normalise, original_headers
 from stream.schemas import DeadLetter
+from stream.sources.kafka import close_consumer
 
 __all__ = ["RedriveReport", "redrive"]
 
@@ -108,7 +109,7 @@ def redrive(
             if report.read:
                 consumer.commit(asynchronous=False)
     finally:
-        consumer.close()
+        close_consumer(consumer)
     return report
 
 

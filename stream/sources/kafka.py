@@ -18,9 +18,22 @@ from stream.headers import normalise
 from stream.schemas import Origin
 from stream.sources.base import Record, Source
 
-__all__ = ["KafkaSource"]
+__all__ = ["KafkaSource", "close_consumer"]
 
 log = logging.getLogger(__name__)
+
+
+def close_consumer(consumer: Consumer) -> None:
+    """Serve the rebalance events already queued, then close ``consumer``.
+
+    librdkafka serves a queued assignment inside ``close()`` and deadlocks in the assign it
+    makes there (confluentinc/librdkafka#4884) while holding the GIL, so nothing in the process
+    runs again, not even a signal handler. One non-blocking poll serves it first. Records that
+    poll returns are dropped unprocessed: callers never commit offsets they did not process
+    (auto-commit off, or offsets stored by hand), so those records are read again.
+    """
+    consumer.consume(num_messages=1, timeout=0)
+    consumer.close()
 
 
 def _fatal(err: KafkaError) -> bool:
@@ -185,4 +198,4 @@ class KafkaSource(Source):
         try:
             self.commit()
         finally:
-            self._consumer.close()
+            close_consumer(self._consumer)
