@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from confluent_kafka import Consumer
 
 from stream.local.broker import LocalBroker
 from stream.ops.admin import ensure_topics
 from stream.settings import Settings
+from stream.sources.kafka import close_consumer
 
 from .conftest import BUNDLE, REPO, BrokerHandle
 from .kafka_utils import TopicReader, create_topics, make_events, seed
@@ -144,3 +146,11 @@ def test_closing_a_consumer_whose_assignment_was_never_served_returns(noida: Bro
     finally:
         for child in children:
             child.kill()
+
+
+def test_closing_a_closed_consumer_again_is_a_no_op():
+    consumer = Consumer({"bootstrap.servers": "127.0.0.1:9", "group.id": "closed", "log_level": 0})
+    close_consumer(consumer)
+    close_consumer(consumer)  # a source closed by its worker and again by a finally
+    with pytest.raises(RuntimeError):
+        consumer.poll(0)

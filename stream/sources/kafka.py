@@ -32,7 +32,12 @@ def close_consumer(consumer: Consumer) -> None:
     poll returns are dropped unprocessed: callers never commit offsets they did not process
     (auto-commit off, or offsets stored by hand), so those records are read again.
     """
-    consumer.consume(num_messages=1, timeout=0)
+    try:
+        consumer.consume(num_messages=1, timeout=0)
+    except RuntimeError:  # closed already: closing again is a no-op
+        return
+    except KafkaException as exc:  # a fatal consumer: nothing to serve, close it all the same
+        log.debug("poll before close: %s", exc)
     consumer.close()
 
 
