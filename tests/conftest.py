@@ -7,10 +7,13 @@ Set ``STREAM_TEST_BOOTSTRAP=host:port`` to run the Kafka tests against an existi
 from __future__ import annotations
 
 import faulthandler
+import functools
 import os
+import sys
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -27,15 +30,24 @@ needs_shared = pytest.mark.skipif(
 )
 
 
+@functools.cache
+def _real_stderr() -> TextIO:
+    """A copy of the terminal's stderr, taken between tests: during a test, pytest points fd 2
+    at its capture file, which a process that ends at once never shows."""
+    return os.fdopen(os.dup(sys.stderr.fileno()), "w")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     """pytest-timeout cannot stop a test stuck in C code that holds the GIL (its signal handler
     and its timer thread both need it). faulthandler's watchdog needs no GIL: past the test's
-    own limit and five minutes more, it prints every thread's stack and ends the run, so a
-    deadlock fails in minutes instead of holding CI for hours."""
+    own limit and five minutes more (``STREAM_TEST_WATCHDOG_MARGIN_S``), it prints every
+    thread's stack and ends the run, so a deadlock fails in minutes instead of holding CI for
+    hours."""
     marker = item.get_closest_marker("timeout")
     limit = float(marker.args[0] if marker and marker.args else item.config.getini("timeout"))
-    faulthandler.dump_traceback_later(limit + 300, exit=True)
+    margin = float(os.environ.get("STREAM_TEST_WATCHDOG_MARGIN_S", "300"))
+    faulthandler.dump_traceback_later(limit + margin, exit=True, file=_real_stderr())
     try:
         yield
     finally:
