@@ -35,6 +35,7 @@ from stream.local.broker import BrokerKind, LocalBroker
 from stream.ops.admin import ensure_topics
 from stream.runtime import consumer_conf
 from stream.settings import Settings
+from stream.sources.kafka import close_consumer
 
 _WORKER = consumer_conf(Settings())
 #: the settings tried: librdkafka's defaults, one property changed at a time, the worker's
@@ -155,7 +156,7 @@ def measure(broker: LocalBroker, extra: dict[str, Any], backlog: int, args: Any)
         fetches = counter.fetches - f0
         latency = None if backlog else _latency_ms(consumer, producer, topic, args.samples)
     finally:
-        consumer.close()
+        close_consumer(consumer)
     return Cost(own / wall, cpu / wall, fetches / wall, latency)
 
 

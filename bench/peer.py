@@ -56,6 +56,7 @@ from stream.ops.admin import ensure_topics
 from stream.pipeline import Pipeline
 from stream.runtime import consumer_conf
 from stream.schemas import LabeledEvent
+from stream.sources.kafka import close_consumer
 
 BATCH = 32
 Encode = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised embeddings [N, D]
@@ -177,7 +178,7 @@ def peer_run(bootstrap: str, bundle: Bundle, encode: Encode, values: list[bytes]
         producer.flush()
         consumer.commit(asynchronous=False)
     run.rates.append(len(values) / (time.perf_counter() - first))
-    consumer.close()
+    close_consumer(consumer)
     return run
 
 

@@ -37,6 +37,7 @@ from stream.settings import Settings
 from stream.sinks import JsonlSink, KafkaSink
 from stream.sources import JsonlSource, KafkaSource
 from stream.sources.base import Record, Source
+from stream.sources.kafka import close_consumer
 from stream.worker import Worker
 
 
@@ -243,7 +244,7 @@ def naive_rate(bootstrap: str, pipe: Pipeline, values: list[bytes]) -> float:
         consumer.commit(message=msg, asynchronous=False)
         done += 1
     end = time.perf_counter()
-    consumer.close()
+    close_consumer(consumer)
     assert first is not None
     return len(values) / (end - first)
 

@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, Producer
 
 from stream.ops.admin import ensure_topics
 from stream.settings import Settings
+from stream.sources.kafka import close_consumer
 
 
 def create_topics(settings: Settings, input_partitions: int = 3) -> None:
@@ -88,7 +89,7 @@ class TopicReader:
         return self.records
 
     def close(self) -> None:
-        self._c.close()
+        close_consumer(self._c)
 
 
 def read_all(

@@ -16,6 +16,7 @@ from stream.ops.redrive import redrive
 from stream.pipeline import Pipeline
 from stream.runtime import make_sink, make_source
 from stream.settings import Settings
+from stream.sources.kafka import close_consumer
 from stream.worker import Worker
 
 from .conftest import BrokerHandle
@@ -42,7 +43,7 @@ def _read(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> list[M
         out += [m for m in c.consume(100, 0.5) if m.error() is None]
     time.sleep(0.5)
     out += [m for m in c.consume(100, 0.5) if m.error() is None]
-    c.close()
+    close_consumer(c)
     return out
 
 
