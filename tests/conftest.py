@@ -44,14 +44,37 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     own limit and five minutes more (``STREAM_TEST_WATCHDOG_MARGIN_S``), it prints every
     thread's stack and ends the run, so a deadlock fails in minutes instead of holding CI for
     hours."""
-    marker = item.get_closest_marker("timeout")
-    limit = float(marker.args[0] if marker and marker.args else item.config.getini("timeout"))
+    limit = _timeout_s(item)
+    if not limit or float(_ini(item.config, "faulthandler_timeout") or 0) > 0:
+        yield  # timeouts off, or pytest's own faulthandler timer asked for instead
+        return
     margin = float(os.environ.get("STREAM_TEST_WATCHDOG_MARGIN_S", "300"))
     faulthandler.dump_traceback_later(limit + margin, exit=True, file=_real_stderr())
     try:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+def _timeout_s(item: pytest.Item) -> float:
+    """The test's pytest-timeout limit, as pytest-timeout reads it: the marker, then
+    ``--timeout``, then the ini value; 0 when timeouts are off or the plugin is not loaded."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and (marker.args or "timeout" in marker.kwargs):
+        value = marker.args[0] if marker.args else marker.kwargs["timeout"]
+    else:
+        value = item.config.getoption("timeout", None)
+        if value is None:
+            value = _ini(item.config, "timeout")  # None under -p no:timeout
+    return float(value or 0)
+
+
+def _ini(config: pytest.Config, name: str) -> object:
+    """An ini value, or None where the plugin that declares it is not loaded."""
+    try:
+        return config.getini(name)
+    except ValueError:
+        return None
 
 
 class BrokerHandle:

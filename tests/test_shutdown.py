@@ -154,3 +154,25 @@ def test_closing_a_closed_consumer_again_is_a_no_op():
     close_consumer(consumer)  # a source closed by its worker and again by a finally
     with pytest.raises(RuntimeError):
         consumer.poll(0)
+
+
+@pytest.mark.kafka
+def test_a_consumer_whose_revoke_callback_raises_is_closed_all_the_same(noida: BrokerHandle):
+    topic = f"revoke-{uuid.uuid4().hex[:8]}"
+    ensure_topics({"bootstrap.servers": noida.bootstrap}, {topic: 1})
+    consumer = Consumer(
+        {"bootstrap.servers": noida.bootstrap, "group.id": f"g-{topic}", "log_level": 3}
+    )
+
+    def refuse(_c: Consumer, _parts: list) -> None:
+        raise ValueError("revoke refused")
+
+    consumer.subscribe([topic], on_revoke=refuse)
+    deadline = time.monotonic() + 30
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.consume(num_messages=1, timeout=0.2)
+    assert consumer.assignment()
+    with pytest.raises(ValueError, match="revoke refused"):
+        close_consumer(consumer)
+    with pytest.raises(RuntimeError, match="closed"):
+        consumer.poll(0)

@@ -7,6 +7,7 @@ commits stored offsets in the background, and we commit synchronously on revocat
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,22 +24,33 @@ __all__ = ["KafkaSource", "close_consumer"]
 log = logging.getLogger(__name__)
 
 
-def close_consumer(consumer: Consumer) -> None:
-    """Serve the rebalance events already queued, then close ``consumer``.
+def close_consumer(consumer: Consumer, settle_s: float = 2.0) -> None:
+    """Leave the subscription, serve the rebalance events it raises, then close ``consumer``.
 
-    librdkafka serves a queued assignment inside ``close()`` and deadlocks in the assign it
+    librdkafka serves a pending assignment inside ``close()`` and deadlocks in the assign it
     makes there (confluentinc/librdkafka#4884) while holding the GIL, so nothing in the process
-    runs again, not even a signal handler. One non-blocking poll serves it first. Records that
-    poll returns are dropped unprocessed: callers never commit offsets they did not process
-    (auto-commit off, or offsets stored by hand), so those records are read again.
+    runs again, not even a signal handler; it struck static members (``group.instance.id``).
+    After ``unsubscribe()`` no assignment is coming, and polls serve any that came, until none
+    is held for three polls in a row (at most ``settle_s``). Records those polls return are
+    dropped unprocessed: callers never commit offsets they did not process (auto-commit off, or
+    offsets stored by hand), so those records are read again.
     """
     try:
-        consumer.consume(num_messages=1, timeout=0)
+        consumer.unsubscribe()
     except RuntimeError:  # closed already: closing again is a no-op
         return
     except KafkaException as exc:  # a fatal consumer: nothing to serve, close it all the same
+        log.debug("unsubscribe before close: %s", exc)
+    try:
+        deadline = time.monotonic() + settle_s
+        quiet = 0
+        while quiet < 3 and time.monotonic() < deadline:
+            consumer.consume(num_messages=500, timeout=0.05)
+            quiet = 0 if consumer.assignment() else quiet + 1
+    except KafkaException as exc:
         log.debug("poll before close: %s", exc)
-    consumer.close()
+    finally:  # also when a rebalance callback raised
+        consumer.close()
 
 
 def _fatal(err: KafkaError) -> bool:
