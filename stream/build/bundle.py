@@ -114,7 +114,7 @@ def _encoder_section(
     )
     quantization = {
         **q.as_manifest(),
-        "tool": "stream.build.rowwise (per-token MatMulInteger graph), onnxruntime "
+        "tool": "stream.build.rowwise (per-row QuantizeLinear, MatMulInteger), onnxruntime "
         f"{metadata.version('onnxruntime')}"
         if q.per_token
         else f"onnxruntime.quantization.quantize_dynamic {metadata.version('onnxruntime')}",

@@ -21,6 +21,12 @@ products in int16, which saturates above 32,767: ``bits`` picks 7-bit weights wi
 activations ("w7") or 8-bit weights with 7-bit activations ("a7"), both inside that limit.
 Activation x activation MatMuls (attention) stay fp32; the embedding tables are int8 per tensor
 (weights only), as ``quantize_dynamic`` stores them.
+
+The graph flattens each activation to ``[rows, K]`` so that onnxruntime's per-axis
+``QuantizeLinear`` (axis 0: one scale per row) and ``DequantizeLinear`` of the int32 product
+do in one pass what ``Div``, ``Round``, ``Add``, ``Cast`` and ``Cast``, ``Mul`` did in six:
+the same IEEE operations in the same order, so the hidden states are bit for bit those of the
+composed form (tested), at 1.18x its speed on the e5 encoder (bench/results/).
 """
 
 from __future__ import annotations
@@ -50,13 +56,14 @@ class _Rewriter:
         qmax_a, zero = (127.0, 128) if bits == "w7" else (63.0, 64)
         self.nodes: list[Any] = []
         self.done: set[str] = set()  # quantized weights already stored
-        self.quantized: dict[str, tuple[str, str]] = {}  # activation -> (uint8 rows, scales)
+        # activation -> (uint8 rows [R, K], per-row scales [R], shape of x without its last axis)
+        self.quantized: dict[str, tuple[str, str, str]] = {}
         self._const("rw_eps", np.array(_EPS, np.float32))
         self._const("rw_qmax_a", np.array(qmax_a, np.float32))
-        self._const("rw_zero_f", np.array(float(zero), np.float32))
         self._const("rw_zero_u8", np.array(zero, np.uint8))
+        self._const("rw_zero_row", np.array([zero], np.uint8))
         if self.axes_input:
-            self._const("rw_axes", np.array([-1], np.int64))
+            self._const("rw_axes", np.array([1], np.int64))
 
     def _const(self, name: str, value: np.ndarray) -> str:
         self.graph.initializer.append(self.onnx.numpy_helper.from_array(value, name))
@@ -66,48 +73,57 @@ class _Rewriter:
         self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
-    def activation(self, x: str) -> tuple[str, str]:
-        """uint8 rows and per-row scales of ``x``, built once per tensor (q, k, v share one)."""
+    def activation(self, x: str, k: int) -> tuple[str, str, str]:
+        """uint8 rows, per-row scales and leading shape of ``x`` (last axis ``k``), built once
+        per tensor (q, k, v share one)."""
         if x not in self.quantized:
             p = f"rw/{len(self.quantized)}/"
-            absx = self._node("Abs", [x], p + "abs")
+            rows = self._node(
+                "Reshape", [x, self._const(p + "k", np.array([-1, k], np.int64))], p + "rows"
+            )
+            absx = self._node("Abs", [rows], p + "abs")
             if self.axes_input:  # opset 18 made ReduceMax's axes an input
-                amax = self._node("ReduceMax", [absx, "rw_axes"], p + "amax", keepdims=1)
+                amax = self._node("ReduceMax", [absx, "rw_axes"], p + "amax", keepdims=0)
             else:
-                amax = self._node("ReduceMax", [absx], p + "amax", axes=[-1], keepdims=1)
+                amax = self._node("ReduceMax", [absx], p + "amax", axes=[1], keepdims=0)
             scale = self._node(
                 "Div",
                 [self._node("Max", [amax, "rw_eps"], p + "amax_eps"), "rw_qmax_a"],
                 p + "scale",
             )
-            rounded = self._node("Round", [self._node("Div", [x, scale], p + "div")], p + "round")
-            shifted = self._node("Add", [rounded, "rw_zero_f"], p + "shift")
-            q = self._node("Cast", [shifted], p + "q", to=self.onnx.TensorProto.UINT8)
-            self.quantized[x] = (q, scale)
+            # per-axis QuantizeLinear wants one zero point per row: the same one, broadcast
+            zero = self._node(
+                "Expand", ["rw_zero_row", self._node("Shape", [scale], p + "n")], p + "zero"
+            )
+            q = self._node("QuantizeLinear", [rows, scale, zero], p + "q", axis=0)
+            lead = self._node("Shape", [x], p + "lead", end=-1)
+            self.quantized[x] = (q, scale, lead)
         return self.quantized[x]
 
     def matmul(self, node: Any) -> None:
         """Replace ``node`` (x @ W, W a constant [K, N]) by the per-row integer product."""
         x, w_name = node.input
         wq_name, ws_name = f"rw/{w_name}/wq", f"rw/{w_name}/w_scale"
+        w = self.onnx.numpy_helper.to_array(self.inits[w_name]).astype(np.float32)
         if wq_name not in self.done:  # a weight shared by two MatMuls is stored once
-            w = self.onnx.numpy_helper.to_array(self.inits[w_name]).astype(np.float32)
             w_scale = np.maximum(np.abs(w).max(axis=0), _EPS) / self.qmax_w
             wq = np.clip(np.round(w / w_scale), -self.qmax_w, self.qmax_w).astype(np.int8)
             self._const(wq_name, wq)
             self._const(ws_name, w_scale.astype(np.float32))
             self.done.add(wq_name)
-        q, scale = self.activation(x)
+        k, n = w.shape
+        q, scale, lead = self.activation(x, k)
         p = f"rw/{node.name or node.output[0]}/"
+        acc = self._node("MatMulInteger", [q, wq_name, "rw_zero_u8"], p + "int32")
+        rows = self._node("DequantizeLinear", [acc, scale], p + "rows", axis=0)
+        out = self._node("Mul", [rows, ws_name], p + "out")
+        shape = self._node(
+            "Concat", [lead, self._const(p + "n", np.array([n], np.int64))], p + "shape", axis=0
+        )
         self.nodes.append(
             self.onnx.helper.make_node(
-                "MatMulInteger", [q, wq_name, "rw_zero_u8"], [p + "int32"], name=p + "mm"
+                "Reshape", [out, shape], [node.output[0]], name=p + "reshape"
             )
-        )
-        f = self._node("Cast", [p + "int32"], p + "float", to=self.onnx.TensorProto.FLOAT)
-        rows = self._node("Mul", [f, scale], p + "rows")
-        self.nodes.append(
-            self.onnx.helper.make_node("Mul", [rows, ws_name], [node.output[0]], name=p + "out")
         )
 
     def gather(self, node: Any) -> None:
