@@ -76,6 +76,7 @@ test-slow: models system
 # script takes --full for the full sizes (20,000 events).
 bench: models
 	$(PY) bench/encoder.py
+	$(PY) bench/roofline.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/cache.py
 	$(PY) bench/latency.py

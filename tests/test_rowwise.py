@@ -90,6 +90,23 @@ def test_per_token_graph_has_no_float_weight_matmul_and_keeps_excluded_nodes(
     assert [n.op_type for n in partial.node].count("MatMulInteger") == 6 * layers - len(ffn)
 
 
+def test_onnxruntime_still_fuses_bias_and_gelu_in_the_per_token_graph(
+    per_token: Path, tmp_path: Path
+):
+    """The products are reshaped back from [rows, N]; the graph carries their source shapes,
+    so onnxruntime still sees rank 3 there and fuses each FFN's bias + GELU (BiasGelu)."""
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(per_token), sess_options=opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    layers = ops.count("MatMulInteger") // 6
+    assert ops.count("BiasGelu") == layers and "Gelu" not in ops
+
+
 def test_quantization_names_and_manifest_say_per_token():
     q = CANDIDATES[0]
     assert q.name == "QInt8-per_channel-reduce_range-per_token"
@@ -173,22 +190,49 @@ def _reference(x: np.ndarray, w: np.ndarray, bits: str) -> np.ndarray:
     return y.reshape(*x.shape[:-1], w.shape[1])
 
 
+def _tie_rows(bits: str) -> np.ndarray:
+    """Rows whose scale is exactly 1 and whose values sit on .5: rounding half to even (ONNX
+    Round, QuantizeLinear) and half away from zero disagree on each; plus an all-zero row."""
+    qmax = 127.0 if bits == "w7" else 63.0
+    ties = [
+        qmax,
+        0.5,
+        1.5,
+        2.5,
+        -0.5,
+        -1.5,
+        -2.5,
+        3.5,
+        62.5,
+        -62.5,
+        0.0,
+        1.0,
+        -qmax,
+        4.5,
+        -4.5,
+        5.5,
+    ]
+    return np.array([ties, [0.0] * 16], np.float32)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
-    shape=st.sampled_from([(1, 1), (2, 5), (3, 1), (7, 2)]),
+    lead=st.sampled_from([(1, 1), (2, 5), (3, 1), (7, 2), (6,)]),
     bits=st.sampled_from(["w7", "a7"]),
     opset=st.sampled_from([17, 18]),
 )
 def test_the_fused_per_row_graph_computes_the_formula_bit_for_bit(
     seed: int,
-    shape: tuple[int, int],
+    lead: tuple[int, ...],
     bits: str,
     opset: int,
     tmp_path_factory: pytest.TempPathFactory,
 ):
     """onnxruntime's per-axis QuantizeLinear and DequantizeLinear must do exactly the IEEE
-    steps of the documented formula: a bundle's heads were fitted on those bits."""
+    steps of the documented formula: a bundle's heads were fitted on those bits. Two weights
+    read one activation (q, k, v do), one of them twice; 2-D and 3-D activations; rows with
+    rounding ties and an all-zero row."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -197,13 +241,23 @@ def test_the_fused_per_row_graph_computes_the_formula_bit_for_bit(
 
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(16, 6)).astype(np.float32)
-    x = (rng.normal(size=(*shape, 16)) * rng.uniform(0.01, 100)).astype(np.float32)
+    w2 = rng.normal(size=(16, 3)).astype(np.float32)
+    x = (rng.normal(size=(*lead, 16)) * rng.uniform(0.01, 100)).astype(np.float32)
+    x.reshape(-1, 16)[:2] = _tie_rows(bits)[: x.reshape(-1, 16).shape[0]]
+    dims: list[int | None] = [None] * len(lead)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        [
+            helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+            helper.make_node("MatMul", ["x", "w"], ["y_again"], name="mm_again"),
+            helper.make_node("MatMul", ["x", "w2"], ["y2"], name="mm2"),
+        ],
         "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 6])],
-        [numpy_helper.from_array(w, "w")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*dims, 16])],
+        [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, [*dims, n])
+            for name, n in (("y", 6), ("y_again", 6), ("y2", 3))
+        ],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2")],
     )
     work = tmp_path_factory.mktemp("bits")
     onnx.save(
@@ -211,7 +265,42 @@ def test_the_fused_per_row_graph_computes_the_formula_bit_for_bit(
         str(work / "f.onnx"),
     )
     quantize_rowwise(work / "f.onnx", work / "q.onnx", bits)  # type: ignore[arg-type]
+    quantized = onnx.load(str(work / "q.onnx")).graph
+    ops = [n.op_type for n in quantized.node]
+    assert ops.count("QuantizeLinear") == 1 and ops.count("MatMulInteger") == 3
+    # the zero point keeps AVX2's int16 pair sums in range: 2 x 191 x 127 would overflow
+    zeros = {i.name: int(numpy_helper.to_array(i).ravel()[0]) for i in quantized.initializer}
+    assert zeros["rw_zero_u8"] == zeros["rw_zero_row"] == (128 if bits == "w7" else 64)
     session = ort.InferenceSession(str(work / "q.onnx"), providers=["CPUExecutionProvider"])
-    y = session.run(None, {"x": x})[0]
-    assert y.shape == (*shape, 6)
+    y, y_again, y2 = session.run(None, {"x": x})
+    assert y.shape == (*lead, 6) and y2.shape == (*lead, 3)
     np.testing.assert_array_equal(y, _reference(x, w, bits))
+    np.testing.assert_array_equal(y_again, y)
+    np.testing.assert_array_equal(y2, _reference(x, w2, bits))
+
+
+def test_an_empty_axis_keeps_its_shape(tmp_path: Path):
+    """A batch of no rows (or rows of no tokens) comes back with its own shape, not one that
+    Reshape's "0 copies the input dimension" made up."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from stream.build.rowwise import quantize_rowwise
+
+    w = np.ones((4, 2), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 2])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        str(tmp_path / "f.onnx"),
+    )
+    quantize_rowwise(tmp_path / "f.onnx", tmp_path / "q.onnx")
+    run = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run
+    for shape in [(2, 0, 4), (0, 0, 4)]:
+        assert run(None, {"x": np.zeros(shape, np.float32)})[0].shape == (*shape[:2], 2)
