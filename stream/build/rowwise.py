@@ -104,14 +104,14 @@ class _Rewriter:
         """Replace ``node`` (x @ W, W a constant [K, N]) by the per-row integer product."""
         x, w_name = node.input
         wq_name, ws_name = f"rw/{w_name}/wq", f"rw/{w_name}/w_scale"
-        w = self.onnx.numpy_helper.to_array(self.inits[w_name]).astype(np.float32)
         if wq_name not in self.done:  # a weight shared by two MatMuls is stored once
+            w = self.onnx.numpy_helper.to_array(self.inits[w_name]).astype(np.float32)
             w_scale = np.maximum(np.abs(w).max(axis=0), _EPS) / self.qmax_w
             wq = np.clip(np.round(w / w_scale), -self.qmax_w, self.qmax_w).astype(np.int8)
             self._const(wq_name, wq)
             self._const(ws_name, w_scale.astype(np.float32))
             self.done.add(wq_name)
-        k, n = w.shape
+        k, n = self.inits[w_name].dims
         q, scale, lead = self.activation(x, k)
         p = f"rw/{node.name or node.output[0]}/"
         acc = self._node("MatMulInteger", [q, wq_name, "rw_zero_u8"], p + "int32")
