@@ -114,25 +114,43 @@ def test_quantization_names_and_manifest_say_per_token():
     assert "per tensor" in Quantization().as_manifest()["activations"]
 
 
+def _matmul_model(
+    path: Path,
+    weights: dict[str, np.ndarray],
+    products: list[tuple[str, str]],
+    opset: int = 17,
+    rank: int = 3,
+) -> Path:
+    """Write a graph whose input ``x`` (``rank`` axes, the last K) is multiplied by constant
+    weights: each ``(output, weight)`` of ``products`` is one MatMul."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = next(iter(weights.values())).shape[0]
+    lead: list[int | None] = [None] * (rank - 1)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", w], [y], name=f"mm_{y}") for y, w in products],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*lead, k])],
+        [
+            helper.make_tensor_value_info(y, TensorProto.FLOAT, [*lead, weights[w].shape[1]])
+            for y, w in products
+        ],
+        [numpy_helper.from_array(v, name) for name, v in weights.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    return path
+
+
 @pytest.mark.parametrize("opset", [17, 18])
 def test_rowwise_matmul_on_a_tiny_graph_ignores_other_rows(opset: int, tmp_path: Path):
-    import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
 
     from stream.build.rowwise import quantize_rowwise
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(8, 4)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 4])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    onnx.save(model, str(tmp_path / "f.onnx"))
+    _matmul_model(tmp_path / "f.onnx", {"w": w}, [("y", "w")], opset)
     quantize_rowwise(tmp_path / "f.onnx", tmp_path / "q.onnx")
     run = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run
     x = rng.normal(size=(1, 3, 8)).astype(np.float32)
@@ -235,7 +253,7 @@ def test_the_fused_per_row_graph_computes_the_formula_bit_for_bit(
     rounding ties and an all-zero row."""
     import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     from stream.build.rowwise import quantize_rowwise
 
@@ -244,26 +262,9 @@ def test_the_fused_per_row_graph_computes_the_formula_bit_for_bit(
     w2 = rng.normal(size=(16, 3)).astype(np.float32)
     x = (rng.normal(size=(*lead, 16)) * rng.uniform(0.01, 100)).astype(np.float32)
     x.reshape(-1, 16)[:2] = _tie_rows(bits)[: x.reshape(-1, 16).shape[0]]
-    dims: list[int | None] = [None] * len(lead)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
-            helper.make_node("MatMul", ["x", "w"], ["y_again"], name="mm_again"),
-            helper.make_node("MatMul", ["x", "w2"], ["y2"], name="mm2"),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*dims, 16])],
-        [
-            helper.make_tensor_value_info(name, TensorProto.FLOAT, [*dims, n])
-            for name, n in (("y", 6), ("y_again", 6), ("y2", 3))
-        ],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2")],
-    )
     work = tmp_path_factory.mktemp("bits")
-    onnx.save(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
-        str(work / "f.onnx"),
-    )
+    products = [("y", "w"), ("y_again", "w"), ("y2", "w2")]
+    _matmul_model(work / "f.onnx", {"w": w, "w2": w2}, products, opset, len(lead) + 1)
     quantize_rowwise(work / "f.onnx", work / "q.onnx", bits)  # type: ignore[arg-type]
     quantized = onnx.load(str(work / "q.onnx")).graph
     ops = [n.op_type for n in quantized.node]
@@ -282,24 +283,11 @@ def test_the_fused_per_row_graph_computes_the_formula_bit_for_bit(
 def test_an_empty_axis_keeps_its_shape(tmp_path: Path):
     """A batch of no rows (or rows of no tokens) comes back with its own shape, not one that
     Reshape's "0 copies the input dimension" made up."""
-    import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
 
     from stream.build.rowwise import quantize_rowwise
 
-    w = np.ones((4, 2), np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 2])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    onnx.save(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
-        str(tmp_path / "f.onnx"),
-    )
+    _matmul_model(tmp_path / "f.onnx", {"w": np.ones((4, 2), np.float32)}, [("y", "w")])
     quantize_rowwise(tmp_path / "f.onnx", tmp_path / "q.onnx")
     run = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run
     for shape in [(2, 0, 4), (0, 0, 4)]:
