@@ -82,34 +82,35 @@ def main() -> None:
     args = ap.parse_args()
     n = 2000 if args.full else 320
     rows = []
-    work = Path(tempfile.mkdtemp())
-    sample_photos(work / "pics.json")
-    for prec in ("int8", "fp32"):
-        code = CHILD.format(
-            repo=str(REPO),
-            bench=str(REPO / "bench"),
-            prec=prec,
-            n=n,
-            n_img=n // 4,
-            pics=str(work / "pics.json"),
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
-        ).stdout.split()
-        images, base, loaded, text_done, after, peak = (float(x) for x in out[-6:])
-        status = met(peak, 400, higher=False) if prec == "int8" else "-"
-        rows.append(
-            [
-                prec,
-                f"{base:.0f}",
-                f"{loaded:.0f}",
-                f"{text_done:.0f}",
-                f"{after:.0f}",
-                f"{peak:.0f}",
-                "<= 400" if prec == "int8" else "-",
-                status,
-            ]
-        )
+    with tempfile.TemporaryDirectory() as work_dir:
+        work = Path(work_dir)
+        sample_photos(work / "pics.json")
+        for prec in ("int8", "fp32"):
+            code = CHILD.format(
+                repo=str(REPO),
+                bench=str(REPO / "bench"),
+                prec=prec,
+                n=n,
+                n_img=n // 4,
+                pics=str(work / "pics.json"),
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+            ).stdout.split()
+            images, base, loaded, text_done, after, peak = (float(x) for x in out[-6:])
+            status = met(peak, 400, higher=False) if prec == "int8" else "-"
+            rows.append(
+                [
+                    prec,
+                    f"{base:.0f}",
+                    f"{loaded:.0f}",
+                    f"{text_done:.0f}",
+                    f"{after:.0f}",
+                    f"{peak:.0f}",
+                    "<= 400" if prec == "int8" else "-",
+                    status,
+                ]
+            )
     tokenizer = BUNDLE / "tokenizer.json"
     code = TOKENIZER_CHILD.format(bench=str(REPO / "bench"), path=str(tokenizer))
     tok_mb = float(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -34,8 +33,8 @@ import numpy as np
 import onnxruntime as ort
 from common import BUNDLE, crisis_texts, machine, table, write_result
 
-from stream.models.text import TextEncoder, encoder_feeds, make_session
-from stream.ops.cpu import cpu_model
+from stream.models.text import TextEncoder, encoder_feeds, make_session, session_options
+from stream.ops.cpu import available_cpus, cpu_model
 
 
 def clock_ghz() -> float:
@@ -92,7 +91,7 @@ def group_of(node: str, op: str) -> str:
 
 def physical_cores() -> int:
     """CPUs this process may run on, SMT siblings counted once."""
-    cpus = len(os.sched_getaffinity(0))
+    cpus = available_cpus()
     try:
         siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text()
         per_core = len(siblings.strip().replace("-", ",").split(","))
@@ -155,12 +154,9 @@ def profile(
     path: Path, feeds: list[dict[str, np.ndarray]], work: Path
 ) -> dict[tuple[str, str], float]:
     """Kernel seconds per (group, op type) over one pass of ``feeds`` (after a warm-up pass)."""
-    opts = ort.SessionOptions()
+    opts = session_options()  # the encoder's own settings, with the profiler on
     opts.enable_profiling = True
     opts.profile_file_prefix = str(work / "profile")
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.inter_op_num_threads = 1
     s = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     for _ in range(2):  # a warm-up pass, then the counted one
         for f in feeds:

@@ -22,13 +22,18 @@ from tokenizers import Encoding, Tokenizer
 from stream.models.cache import CachedText, EncoderCache
 from stream.models.function_words import FunctionWords
 
-__all__ = ["TextEncoder", "TextEncoding", "encoder_feeds", "make_session", "pad_batch"]
+__all__ = [
+    "TextEncoder",
+    "TextEncoding",
+    "encoder_feeds",
+    "make_session",
+    "pad_batch",
+    "session_options",
+]
 
 
-def make_session(
-    path: Path, threads: int | None = None, spinning: bool = False
-) -> ort.InferenceSession:
-    """An onnxruntime CPU session with deliberate thread and graph settings.
+def session_options(threads: int | None = None, spinning: bool = False) -> ort.SessionOptions:
+    """Deliberate thread and graph settings for an onnxruntime CPU session.
 
     Intra-op threads do not busy-wait between ops unless ``spinning``: on a shared 2-core
     machine spinning threads burn the CPU other work needs, and the int8 MiniLM ran 1.4-1.8x
@@ -43,6 +48,14 @@ def make_session(
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return opts
+
+
+def make_session(
+    path: Path, threads: int | None = None, spinning: bool = False
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session with :func:`session_options`."""
+    opts = session_options(threads, spinning)
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
