@@ -70,8 +70,8 @@ class Timed(Source):
     def store(self, offsets: dict[tuple[str, int], int]) -> None:
         self.inner.store(offsets)
 
-    def commit(self) -> None:
-        self.inner.commit()
+    def commit(self, wait: bool = True) -> None:
+        self.inner.commit(wait)
 
     def pause(self) -> None:
         self.inner.pause()

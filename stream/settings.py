@@ -142,8 +142,9 @@ class Settings(BaseSettings):
     )
     commit_every_batch: bool = Field(
         True,
-        description="after each batch wait for its outputs' acks, then commit synchronously: "
-        "a crash re-labels at most the batch in progress; false commits every "
+        description="after each batch wait for its outputs' acks, then commit (waiting for "
+        "the answer only while the previous batch's is out): a crash re-labels at most two "
+        "batches; false commits every "
         "commit_interval_ms instead (fewer round trips, a wider duplicate window)",
     )
     commit_wait_s: float = Field(

@@ -1,13 +1,14 @@
 """Crash test on a real broker: the worker runs as a child process and is SIGKILLed again and
 again, restarted each time; afterwards every input id is in the labelled or the DLQ topic and
-duplicates stay within the uncommitted window per crash: one batch in the default
-``commit_every_batch`` mode, the in-flight cap plus two commit intervals in interval mode.
+duplicates stay within the uncommitted window per crash: two batches in the default
+``commit_every_batch`` mode (the batch in progress and the one whose commit may still be
+unanswered), the in-flight cap plus two commit intervals in interval mode.
 
 Kills are seeded and come in three kinds, so the dangerous windows are hit on purpose, not by
 luck: ``mid_batch`` (the test-only hook kills the process after half a batch's outputs were
 handed to the producer), ``acked_not_stored`` (outputs acknowledged by the broker, their input
 offsets not yet stored, let alone committed), ``stored_not_committed`` (stored, the
-synchronous commit not yet sent; per-batch mode only) and ``timer`` (an external SIGKILL at a
+commit not yet sent; per-batch mode only) and ``timer`` (an external SIGKILL at a
 random moment 0-3 s after the process produced its first output, mostly between produce and
 commit). Each output names the process that wrote it
 (``worker``), so duplicates are attributed to the crash that preceded them exactly.
@@ -49,11 +50,12 @@ class CrashReport:
     per_batch: bool = True
 
     def bound(self) -> int:
-        """Per-batch commits: the batch in progress. Interval commits: events unacked
-        (in-flight cap) plus what completes in two commit intervals (librdkafka's commit is
-        asynchronous) plus one batch in progress."""
+        """Per-batch commits: the batch in progress and the one before it (its commit is
+        sent without waiting for the answer). Interval commits: events unacked (in-flight cap)
+        plus what completes in two commit intervals (librdkafka's commit is asynchronous) plus
+        one batch in progress."""
         if self.per_batch:
-            return BATCH
+            return 2 * BATCH
         return MAX_IN_FLIGHT // 2 + int(self.rate * 2 * COMMIT_INTERVAL_S) + BATCH
 
 

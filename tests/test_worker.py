@@ -74,7 +74,7 @@ class _CommitLog(MemorySource):
         super().__init__(values, topic="in")
         self.commits: list[int] = []
 
-    def commit(self) -> None:
+    def commit(self, wait: bool = True) -> None:
         self.commits.append(self.committed.get(("in", 0), 0))
 
 

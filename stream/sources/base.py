@@ -39,8 +39,9 @@ class Source(ABC):
     def store(self, offsets: dict[tuple[str, int], int]) -> None:  # noqa: B027 - optional hook
         """Mark ``offset`` (the next one to read) as done for each partition."""
 
-    def commit(self) -> None:  # noqa: B027 - optional hook
-        """Synchronously commit everything stored so far."""
+    def commit(self, wait: bool = True) -> None:  # noqa: B027 - optional hook
+        """Commit everything stored so far; ``wait=False`` may send it and return before the
+        broker answers, so long as no earlier such commit is still unanswered."""
 
     def pause(self) -> None:  # noqa: B027 - optional hook
         """Stop fetching (backpressure); ``poll`` keeps the session alive."""

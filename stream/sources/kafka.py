@@ -1,7 +1,8 @@
 """Kafka source on confluent-kafka: consumer group, manual offset store, pause/resume.
 
 Offsets are stored only for records whose outputs are acknowledged (``store``); librdkafka
-commits stored offsets in the background, and we commit synchronously on revocation and close.
+commits stored offsets in the background, the worker after each batch without waiting for the
+answer, and we commit synchronously on revocation and close.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class KafkaSource(Source):
             self._link.on_error(err)
 
         base["error_cb"] = on_error
+        base["on_commit"] = self._on_commit
         base["stats_cb"] = on_stats
         merged = {**base, **conf}
         strategy = str(merged.get("partition.assignment.strategy", ""))
@@ -98,6 +100,9 @@ class KafkaSource(Source):
             merged, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
         )
         self._assigned: set[tuple[str, int]] = set()
+        #: the offsets last stored, and those of a commit sent without waiting and not answered
+        self._stored: dict[tuple[str, int], int] = {}
+        self._unanswered: dict[tuple[str, int], int] = {}
         self._joined = False
         self._paused = False
         self._consumer.subscribe(
@@ -126,6 +131,9 @@ class KafkaSource(Source):
             self.on_revoke(keys)
         self.commit()
         self._assigned -= set(keys)
+        for key in keys:
+            self._stored.pop(key, None)
+            self._unanswered.pop(key, None)
 
     @property
     def assignment(self) -> set[tuple[str, int]]:
@@ -186,9 +194,23 @@ class KafkaSource(Source):
                 self._consumer.store_offsets(offsets=tps)
             except KafkaException as exc:  # partition lost between ack and store
                 log.warning("store_offsets failed: %s", exc)
+                return
+            self._stored.update({(tp.topic, tp.partition): tp.offset for tp in tps})
 
-    def commit(self) -> None:
+    def commit(self, wait: bool = True) -> None:
+        """``wait=False`` sends the commit and returns; librdkafka reports the answer to
+        :meth:`_on_commit` during a later poll. Only one such commit is left unanswered at a
+        time: while the last one is, this commit waits, so a crash re-reads at most what was
+        stored after the last answered commit (the batch committed last and the one after)."""
         if not self._assigned:
+            return
+        if not wait and not self._unanswered:
+            self._unanswered = {k: o for k, o in self._stored.items() if k in self._assigned}
+            try:
+                self._consumer.commit(asynchronous=True)
+            except KafkaException as exc:
+                self._unanswered = {}
+                log.warning("commit failed: %s", exc)
             return
         try:
             self._consumer.commit(asynchronous=False)
@@ -196,6 +218,27 @@ class KafkaSource(Source):
             # _NO_OFFSET: nothing stored since the last commit, which is fine
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit failed: %s", exc)
+                return
+        self._unanswered = {}
+
+    @property
+    def unanswered(self) -> dict[tuple[str, int], int]:
+        """Offsets of the commit sent without waiting that the broker has not yet confirmed."""
+        return dict(self._unanswered)
+
+    def _on_commit(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
+        """A commit's answer (ours or librdkafka's timer's): offsets the broker now holds are
+        no longer unanswered. A failed commit leaves them so, and the next commit waits."""
+        if err is not None:
+            if err.code() == KafkaError._NO_OFFSET:  # everything stored is committed already
+                self._unanswered = {}
+            else:
+                log.warning("commit failed: %s", err)
+            return
+        for tp in parts or ():
+            key = (tp.topic, tp.partition)
+            if tp.error is None and tp.offset >= self._unanswered.get(key, tp.offset + 1):
+                del self._unanswered[key]
 
     def pause(self) -> None:
         if not self._paused:

@@ -337,7 +337,9 @@ class Worker:
 
     def _commit_batch(self, origins: list[Origin]) -> None:
         """Wait (bounded) for this batch's outputs to be acknowledged, store and commit them
-        synchronously: a crash then duplicates at most the batch in progress. An output broker
+        without waiting for the broker's answer, unless the previous commit is still unanswered
+        (:meth:`stream.sources.kafka.KafkaSource.commit`): a crash then duplicates at most the
+        batch in progress and the one before it. An output broker
         that does not answer in ``commit_wait_s`` is left to the retry and backpressure path;
         outputs of earlier batches that never got a report do not hold this one. After SIGTERM
         it does not wait: :meth:`shutdown` delivers and commits within its own time limit."""
@@ -354,7 +356,7 @@ class Worker:
             self.heartbeat = time.monotonic()
         self._store()
         crash_point("stored_not_committed")
-        self.source.commit()
+        self.source.commit(wait=False)
 
     def _publish(self, out: LabeledEvent, q: Queued) -> None:
         """Emit the labelled output and its review and route copies, or a dead letter when it
