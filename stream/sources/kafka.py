@@ -100,8 +100,10 @@ class KafkaSource(Source):
             merged, logger=self._link.quiet(logging.getLogger(f"{__name__}.librdkafka"))
         )
         self._assigned: set[tuple[str, int]] = set()
-        #: the offsets last stored, and those of a commit sent without waiting and not answered
+        #: per partition: the offset last stored, the last one the broker confirmed, and those
+        #: of the commit sent without waiting and not yet answered
         self._stored: dict[tuple[str, int], int] = {}
+        self._answered: dict[tuple[str, int], int] = {}
         self._unanswered: dict[tuple[str, int], int] = {}
         self._joined = False
         self._paused = False
@@ -132,8 +134,8 @@ class KafkaSource(Source):
         self.commit()
         self._assigned -= set(keys)
         for key in keys:
-            self._stored.pop(key, None)
-            self._unanswered.pop(key, None)
+            for offsets in (self._stored, self._answered, self._unanswered):
+                offsets.pop(key, None)
 
     @property
     def assignment(self) -> set[tuple[str, int]]:
@@ -198,27 +200,39 @@ class KafkaSource(Source):
             self._stored.update({(tp.topic, tp.partition): tp.offset for tp in tps})
 
     def commit(self, wait: bool = True) -> None:
-        """``wait=False`` sends the commit and returns; librdkafka reports the answer to
-        :meth:`_on_commit` during a later poll. Only one such commit is left unanswered at a
-        time: while the last one is, this commit waits, so a crash re-reads at most what was
-        stored after the last answered commit (the batch committed last and the one after)."""
+        """``wait=False`` sends the offsets stored since the last answered commit and returns;
+        librdkafka reports the answer to :meth:`_on_commit` during a later poll. Only one such
+        commit is left unanswered at a time: while the last one is (or when sending fails),
+        this commit waits, so a crash re-reads at most what was stored after the last answered
+        commit (the batch committed last and the one after)."""
         if not self._assigned:
             return
         if not wait and not self._unanswered:
-            self._unanswered = {k: o for k, o in self._stored.items() if k in self._assigned}
+            news = {
+                k: o
+                for k, o in self._stored.items()
+                if k in self._assigned and o > self._answered.get(k, -1)
+            }
+            if not news:
+                return
             try:
-                self._consumer.commit(asynchronous=True)
+                self._consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in news.items()],
+                    asynchronous=True,
+                )
             except KafkaException as exc:
-                self._unanswered = {}
-                log.warning("commit failed: %s", exc)
-            return
+                log.warning("commit failed, committing synchronously: %s", exc)
+            else:
+                self._unanswered = news
+                return
         try:
             self._consumer.commit(asynchronous=False)
         except KafkaException as exc:
-            # _NO_OFFSET: nothing stored since the last commit, which is fine
+            # _NO_OFFSET: everything stored is committed already, which is fine
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit failed: %s", exc)
                 return
+        self._answered.update(self._stored)
         self._unanswered = {}
 
     @property
@@ -228,16 +242,18 @@ class KafkaSource(Source):
 
     def _on_commit(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
         """A commit's answer (ours or librdkafka's timer's): offsets the broker now holds are
-        no longer unanswered. A failed commit leaves them so, and the next commit waits."""
+        answered. A failed commit leaves ours unanswered, and the next commit waits; so does an
+        answer of "nothing to commit", which may belong to another commit than ours."""
         if err is not None:
-            if err.code() == KafkaError._NO_OFFSET:  # everything stored is committed already
-                self._unanswered = {}
-            else:
+            if err.code() != KafkaError._NO_OFFSET:
                 log.warning("commit failed: %s", err)
             return
         for tp in parts or ():
             key = (tp.topic, tp.partition)
-            if tp.error is None and tp.offset >= self._unanswered.get(key, tp.offset + 1):
+            if tp.error is not None or tp.offset < 0 or key not in self._assigned:
+                continue  # not committed by this request (librdkafka reports -1001), or revoked
+            self._answered[key] = max(tp.offset, self._answered.get(key, -1))
+            if tp.offset >= self._unanswered.get(key, tp.offset + 1):
                 del self._unanswered[key]
 
     def pause(self) -> None:
