@@ -253,7 +253,7 @@ class KafkaSource(Source):
             if tp.error is not None or tp.offset < 0 or key not in self._assigned:
                 continue  # not committed by this request (librdkafka reports -1001), or revoked
             self._answered[key] = max(tp.offset, self._answered.get(key, -1))
-            if tp.offset >= self._unanswered.get(key, tp.offset + 1):
+            if key in self._unanswered and tp.offset >= self._unanswered[key]:
                 del self._unanswered[key]
 
     def pause(self) -> None:
