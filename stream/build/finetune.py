@@ -26,7 +26,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ class FinetuneResult:
 
 
 def training_rows(
-    train: dict[str, Sequence[CrisisRow]],
+    train: Mapping[str, Sequence[CrisisRow]],
     held_out: Sequence[CrisisRow],
     labels: dict[str, list[str]],
 ) -> tuple[list[str], np.ndarray, int]:
@@ -172,13 +172,13 @@ def _class_weights(
 class _DevSet:
     """The dev splits' distinct texts, encoded at the runtime's length."""
 
-    rows: dict[str, Sequence[CrisisRow]]
+    rows: Mapping[str, Sequence[CrisisRow]]
     texts: list[str]
     encs: list[Any]
     index: dict[str, int]
 
 
-def _dev_set(tok: Any, dev: dict[str, Sequence[CrisisRow]]) -> _DevSet:
+def _dev_set(tok: Any, dev: Mapping[str, Sequence[CrisisRow]]) -> _DevSet:
     texts = sorted({r.text for rows in dev.values() for r in rows})
     return _DevSet(dev, texts, tok.encode_batch(texts), {x: i for i, x in enumerate(texts)})
 
@@ -288,8 +288,8 @@ def _head_arrays(
 
 
 def finetune(
-    train: dict[str, Sequence[CrisisRow]],
-    dev: dict[str, Sequence[CrisisRow]],
+    train: Mapping[str, Sequence[CrisisRow]],
+    dev: Mapping[str, Sequence[CrisisRow]],
     held_out: Sequence[CrisisRow],
     labels: dict[str, list[str]],
     source_dir: Path,
@@ -299,8 +299,8 @@ def finetune(
     tokenizer: Path | None = None,
 ) -> FinetuneResult:
     """Fine-tune the encoder in ``source_dir`` on ``train`` (per task), pick the epoch on
-    ``dev``, write it with its tokenizer (``tokenizer``, default the one in ``source_dir``) to
-    ``out_dir`` (a ``from_pretrained`` directory)."""
+    ``dev`` (the last one when ``dev`` is empty), write it with its tokenizer (``tokenizer``,
+    default the one in ``source_dir``) to ``out_dir`` (a ``from_pretrained`` directory)."""
     cfg = config or FinetuneConfig()
     tokenizer = tokenizer or source_dir / "tokenizer.json"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -328,6 +328,7 @@ def finetune(
     best: tuple[float, int, dict[str, Any], dict[str, Any]] | None = None
     bert.train()
     yt_all = torch.from_numpy(y)
+    t_train, total_steps = time.perf_counter(), steps_per_epoch * cfg.epochs
     for epoch in range(1, cfg.epochs + 1):
         te, running, n = time.perf_counter(), 0.0, 0
         for b, idx in enumerate(_batches(lengths, cfg.batch_size, rng)):
@@ -341,9 +342,17 @@ def finetune(
             sched.step()
             running, n = running + float(loss.detach()), n + 1
             if b % 50 == 0:
-                progress(f"epoch {epoch} step {b}/{steps_per_epoch} loss {running / n:.3f}")
-        metrics = _dev_metrics(torch, bert, heads, devset, tasks, labels, cfg.scale)
-        score = float(np.mean([m["macro_f1"] for m in metrics.values()]))
+                done = (epoch - 1) * steps_per_epoch + b + 1
+                eta = (time.perf_counter() - t_train) / done * (total_steps - done)
+                progress(
+                    f"epoch {epoch} step {b}/{steps_per_epoch} loss {running / n:.3f}; "
+                    f"ETA {eta / 60:.1f} min"
+                )
+        metrics: dict[str, Any] = {}
+        score = float(epoch)  # no dev split: the last epoch
+        if devset.texts:
+            metrics = _dev_metrics(torch, bert, heads, devset, tasks, labels, cfg.scale)
+            score = float(np.mean([m["macro_f1"] for m in metrics.values()]))
         history.append(
             {
                 "epoch": epoch,
@@ -366,7 +375,9 @@ def finetune(
         "steps_per_epoch": steps_per_epoch,
         "epochs_run": cfg.epochs,
         "selected_epoch": best[1],
-        "selection": "epoch with the best mean dev macro-F1 of the fine-tuning heads",
+        "selection": "epoch with the best mean dev macro-F1 of the fine-tuning heads"
+        if devset.texts
+        else "the last epoch (no dev split)",
         "history": history,
         "seconds": round(time.perf_counter() - t0, 1),
         "torch": torch.__version__,
