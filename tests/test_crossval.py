@@ -249,8 +249,9 @@ def test_crossval_command_on_the_shared_corpus(tmp_path: Path):
 
 
 def test_fine_tuned_encoders_and_other_head_recipes_are_refused(tmp_path: Path):
-    """A fine-tuned encoder has seen CrisisMMD events' labels (its folds would leak), and a
-    summary recorded into a bundle must describe its heads' recipe."""
+    """A fine-tuned encoder has seen the events' labels (its folds would leak unless each is
+    fine-tuned again without them), and a summary recorded into a bundle must describe its
+    heads' and its encoder's recipe."""
     from stream.build.crossval_run import run_crossval
     from stream.build.model_card import record_crossval
     from stream.errors import ConfigError
@@ -274,3 +275,76 @@ def test_fine_tuned_encoders_and_other_head_recipes_are_refused(tmp_path: Path):
         run_crossval(tmp_path, make_root(tmp_path / "data"), lambda _: None)
     with pytest.raises(ConfigError, match="cross-event recipe"):
         record_crossval(tmp_path, {"protocol": "p", "messages": 0, "tasks": {}})
+    manifest["heads"][0]["metrics"]["selection"]["event_weight"] = "equal"  # type: ignore[index]
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps(manifest))
+    frozen_folds = {"protocol": "p", "messages": 0, "tasks": {}, "fold_encoders": False}
+    with pytest.raises(ConfigError, match="shared one frozen encoder"):
+        record_crossval(tmp_path, frozen_folds)
+    record_crossval(tmp_path, {**frozen_folds, "fold_encoders": True})
+    assert orjson.loads((tmp_path / "manifest.json").read_bytes())["crossval"]["protocol"] == "p"
+    assert "- fine-tuned: on the CrisisMMD train split" in (tmp_path / "MODEL_CARD.md").read_text()
+    del manifest["text_encoder"]["fine_tuning"]  # type: ignore[attr-defined]
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps(manifest))
+    with pytest.raises(ConfigError, match="fine-tuned theirs"):
+        record_crossval(tmp_path, {**frozen_folds, "fold_encoders": True})
+
+
+@given(st.lists(st.sampled_from(["hurricane_harvey", "mexico_earthquake", *"abcdef"]), min_size=1))
+def test_dev_events_form_the_first_fold_and_every_group_is_held_out_once(groups: list[str]):
+    folds = cv.dev_fold_first(groups, 5)
+    flat = [g for f in folds for g in f]
+    assert sorted(flat) == sorted(set(groups)) and all(folds)
+    dev = sorted(set(groups) & event_heads.DEV_EVENTS)
+    assert (folds[0] == dev) if dev else not (set(folds[0]) & event_heads.DEV_EVENTS)
+    assert len(folds) <= 5
+
+
+def test_each_fold_is_scored_with_its_own_encoder():
+    """With per-fold embeddings the heads of a fold are fitted and scored on that fold's
+    encoder: here the texts and the shared embeddings carry no label, only the folds'
+    embeddings do. The comparisons that assume one encoder for all folds are left out."""
+    msgs = [
+        Message(m.uid, m.source, m.event, f"update {m.event} {i % 7}", m.labels)
+        for i, m in enumerate(_messages())
+    ]
+    noise = np.random.default_rng(5).normal(size=(len(msgs), 8))
+    asked: list[tuple[str, ...]] = []
+
+    def per_fold(fold):  # type: ignore[no-untyped-def]
+        asked.append(tuple(fold))
+        return _embed(msgs, seed=len(asked))
+
+    def run(inputs: cv.CrossvalInputs) -> dict:  # type: ignore[type-arg]
+        return cv.crossval(inputs, lambda _: None, folds=3, tasks=["informative"], baseline=False)
+
+    report = run(
+        cv.CrossvalInputs(
+            msgs,
+            noise,
+            lambda t: np.eye(len(t), 8),
+            noise.copy(),
+            ["en"] * len(msgs),
+            fold_embeddings=per_fold,
+        )
+    )
+    assert sorted(asked) == sorted(tuple(f) for f in report["folds"]) and len(asked) == 3
+    task = report["tasks"]["informative"]
+    assert task["mean_over_events"]["macro_f1"] > 0.8
+    assert task["zero_shot"] is None and task["fp32_encoder"] is None
+    assert "fine-tuned without it" in report["protocol"]
+    alone = run(cv.CrossvalInputs(msgs, noise, lambda t: np.eye(len(t), 8)))
+    assert alone["tasks"]["informative"]["mean_over_events"]["macro_f1"] < 0.7
+
+
+def test_a_fold_whose_groups_lack_a_task_is_skipped_for_that_task():
+    """Folds are drawn over every group, but a task is scored only where it has labels (Figure
+    Eight has no humanitarian labels): a fold's other groups are still scored."""
+    msgs = _messages(events=6)
+    msgs += [
+        Message(f"f{i}", "figure8", "figure8_news", "update", {"other": "x"}) for i in range(30)
+    ]
+    x = np.vstack([_embed(msgs[:240]), np.zeros((30, 8))])
+    inputs = cv.CrossvalInputs(msgs, x, lambda t: np.eye(len(t), 8))
+    report = cv.crossval(inputs, lambda _: None, folds=6, tasks=["informative"], baseline=False)
+    assert ["event0", "figure8_news"] in report["folds"]
+    assert set(report["tasks"]["informative"]["groups"]) == {f"event{i}" for i in range(6)}

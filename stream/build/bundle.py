@@ -1,18 +1,17 @@
 """Build a text bundle (``crisis-stream models build``) from package-shipped weights.
 
-The encoder is all-MiniLM-L6-v2 unless ``--encoder`` names another (:mod:`stream.build.encoders`).
-Steps: when the CrisisMMD agreed splits are present, fine-tune the encoder on both tasks
-(:mod:`stream.build.finetune`; ``$CRISIS_STREAM_FINETUNE=0`` skips it), export the encoder to ONNX
-fp32, quantize it to int8 (checked against that fp32 export), copy the tokenizer (with
-``drop_links``, one whose normaliser drops links), then one head per task: trained on the agreed
-splits (with a TF-IDF baseline measured beside it) when the dataset is present, else zero-shot
-label prototypes on the package encoder (so a machine without the data still gets a working bundle,
-quickly). Everything is written into a staging directory next to ``out_dir``, loaded back with the
-runtime's own loader, and only then moved into place: a worker watching ``out_dir`` never sees a
-half-written bundle. Fine-tuning is seeded and deterministic (two runs give bit-identical weights:
-tests/test_models.py), so model files should be identical across builds with the same package
-versions on the same CPU kind; the manifest differs in measured speeds and build/fine-tuning
-seconds.
+The encoder is multilingual-e5-small unless ``--encoder`` names another
+(:mod:`stream.build.encoders`). Steps: with ``finetune`` and the data present, fine-tune the
+encoder (across events, :mod:`stream.build.event_finetune`, or on CrisisMMD's splits); export
+it to ONNX fp32, quantize it to int8 (checked against that fp32 export), copy the tokenizer
+(with ``drop_links``, one whose normaliser drops links), then one head per task: fitted across
+events (or on CrisisMMD's agreed splits) when the data is present, else zero-shot label
+prototypes (so a machine without the data still gets a working bundle, quickly). Everything is
+written into a staging directory next to ``out_dir``, loaded back with the runtime's own
+loader, and only then moved into place: a worker watching ``out_dir`` never sees a
+half-written bundle. Fine-tuning is seeded and deterministic (two runs give bit-identical
+weights: tests/test_models.py), so model files should be identical across builds with the same
+package versions on the same CPU kind; the manifest differs in measured speeds and seconds.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from stream.build import export, smooth, train
 from stream.build import finetune as finetune_mod
 from stream.build.corpus_heads import corpus_heads, training_summary
 from stream.build.encoders import ENCODERS, EncoderChoice
+from stream.build.event_finetune import finetune_across_events
 from stream.build.fit_heads import held_out, informative_all, trained_heads, zero_shot_heads
 from stream.build.model_card import CARD, render_card
 from stream.build.pooling import Pooling, pooling_manifest, resolve_pooling, stage_skip
@@ -178,10 +178,19 @@ def _check_texts(data_dir: Path | None) -> tuple[list[str], str]:
 
 
 def _finetune(
-    data_dir: Path, work: Path, progress: Progress, tokenizer: Path, choice: EncoderChoice
+    data_dir: Path,
+    work: Path,
+    progress: Progress,
+    tokenizer: Path,
+    choice: EncoderChoice,
+    heads: HeadsFrom,
 ) -> finetune_mod.FinetuneResult:
-    """Fine-tune the encoder on both tasks' train splits (every dev/test text of the agreed
-    and the all-label informative splits held out)."""
+    """Fine-tune the encoder: across every event of the corpus for heads across events
+    (:mod:`stream.build.event_finetune`), else on both tasks' CrisisMMD train splits; every
+    dev/test text of the agreed and the all-label informative splits held out either way."""
+    if heads == "corpus":
+        corpus = load_corpus(data_dir.parent, CORPUS_SOURCES)
+        return finetune_across_events(corpus.messages, choice.locate(), tokenizer, work, progress)
     rows = {(t, s): load_split(data_dir, t, s) for t in train.LABELS for s in SPLITS}
     held = held_out(rows, informative_all(data_dir))
     return finetune_mod.finetune(
@@ -216,7 +225,7 @@ def _command(
     flags += "" if heads == "corpus" else f" --heads {heads}"
     if finetune != choice.finetune_by_default:
         flags += " --finetune" if finetune else " --no-finetune"
-    if pooling != resolve_pooling(None, finetune):
+    if pooling != resolve_pooling(None, finetune and heads == "crisismmd"):
         flags += f" --pooling {pooling}"
     return f"crisis-stream models build --out {out_dir}{flags}"
 
@@ -407,17 +416,20 @@ def build_bundle(
     ``data_dir`` is the CrisisMMD directory (None: zero-shot heads); ``command`` is recorded as
     the build command (default: ``crisis-stream models build --out <out_dir>``); ``image`` also
     builds the image side (:func:`stream.build.image_assets.build_image_assets`);
-    ``finetune`` fine-tunes the encoder on the data first (default: on when there is data,
-    unless ``$CRISIS_STREAM_FINETUNE`` is ``0``); ``drop_links`` gives the encoder a tokenizer
-    that drops links (:mod:`stream.models.links`): ~3x the encoder's speed on tweets, but
-    humanitarian dev macro-F1 fell 0.010, so it is opt-in for MiniLM (default: the encoder's
-    own choice); ``encoder`` is a key of :data:`stream.build.encoders.ENCODERS`;
+    ``finetune`` fine-tunes the encoder on the data first, across events for ``heads`` corpus
+    (default: the encoder's choice, ``$CRISIS_STREAM_FINETUNE`` 0/1 overrides it);
+    ``drop_links`` gives the encoder a tokenizer that drops links (:mod:`stream.models.links`):
+    ~3x the encoder's speed on tweets, but humanitarian dev macro-F1 fell 0.010, so it is
+    opt-in for MiniLM (default: the encoder's own choice); ``encoder``: a key of
+    :data:`stream.build.encoders.ENCODERS`;
     ``activations``: which int8 candidates to try (:func:`stream.build.export.candidates_for`);
     ``pooling``: ``mean_content`` leaves function words out of the pool and the lexicon
-    (:mod:`stream.models.text`; default unless fine-tuning), ``mean`` pools every token.
+    (:mod:`stream.models.text`; default unless fine-tuned on CrisisMMD's splits), ``mean``
+    pools every token.
     """
     choice, drop_links, finetune = _resolve_options(encoder, drop_links, finetune)
-    pooling = resolve_pooling(pooling, finetune)
+    # content pooling is measured on encoders fine-tuned across events, not on CrisisMMD's splits
+    pooling = resolve_pooling(pooling, finetune and heads == "crisismmd")
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     stage = out_dir.with_name(f".{out_dir.name}.partial")
@@ -430,7 +442,7 @@ def build_bundle(
         skip = stage_skip(stage, pooling)
         tuned = None
         if data_dir is not None and finetune:
-            tuned = _finetune(data_dir, Path(work.name), progress, tokenizer, choice)
+            tuned = _finetune(data_dir, Path(work.name), progress, tokenizer, choice, heads)
         section = _text_section(
             stage,
             data_dir,

@@ -2,13 +2,16 @@
 
 Loads the corpus (:mod:`stream.data.corpus`), detects each message's language, embeds every
 message with the bundle's int8 encoder (and fp32 encoder, to measure what int8 costs), and hands
-the rows to the protocol. Separate from the protocol so that the protocol can be tested on
-small synthetic embeddings.
+the rows to the protocol. With ``finetune`` each fold gets the bundle's source encoder fine-tuned
+across the other folds' events (:mod:`stream.build.event_finetune`), quantized as the bundle
+was. Separate from the protocol so that the protocol can be tested on small synthetic
+embeddings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +19,60 @@ import numpy as np
 
 from stream.build.corpus_embed import cached_embed
 from stream.build.crossval import CrossvalInputs, crossval
+from stream.build.encoders import ENCODERS
+from stream.build.event_finetune import fold_encoder
 from stream.build.event_heads import DEV_EVENTS
-from stream.build.export import embed
+from stream.build.export import Quantization, embed
 from stream.data.corpus import load_corpus
+from stream.data.message import Message
 from stream.errors import ConfigError
 from stream.lang import detect_language
 from stream.models.bundle import pool_skip
-from stream.models.manifest import read_manifest
+from stream.models.function_words import FunctionWords
+from stream.models.manifest import Manifest, read_manifest
 from stream.tasks import LABELS
 
 __all__ = ["format_report", "run_crossval"]
+
+Progress = Callable[[str], None]
+
+
+def _fold_embeddings(
+    bundle: Path,
+    manifest: Manifest,
+    messages: Sequence[Message],
+    skip: FunctionWords | None,
+    progress: Progress,
+) -> Callable[[Sequence[str]], np.ndarray]:
+    """Every message's embedding by the encoder fine-tuned without a fold (built once per
+    fold, kept in memory for the next task)."""
+    choice = next((c for c in ENCODERS.values() if c.bundle_name == manifest.name), None)
+    if choice is None:
+        raise ConfigError(
+            f"{bundle} was not built from a known encoder ({', '.join(ENCODERS)}): nothing to "
+            "fine-tune per fold"
+        )
+    enc = manifest.text_encoder
+    quantization = Quantization(
+        **{
+            f.name: enc.quantization[f.name]
+            for f in fields(Quantization)
+            if f.name in enc.quantization
+        }
+    )
+    tokenizer = bundle / enc.tokenizer
+    texts = [m.text for m in messages]
+    memo: dict[tuple[str, ...], np.ndarray] = {}
+
+    def embeddings(fold: Sequence[str]) -> np.ndarray:
+        key = tuple(sorted(fold))
+        if key not in memo:
+            progress(f"encoder fine-tuned without {', '.join(key)}")
+            onnx = fold_encoder(messages, key, choice.locate(), tokenizer, quantization, progress)
+            memo[key] = cached_embed(onnx, tokenizer, texts, progress, skip)
+        return memo[key]
+
+    return embeddings
 
 
 def run_crossval(
@@ -37,9 +84,13 @@ def run_crossval(
     baseline: bool = True,
     limit_per_group: int | None = None,
     tasks: Sequence[str] = tuple(LABELS),
+    finetune: bool = False,
+    dev_first: bool | None = None,
 ) -> dict[str, Any]:
     """The cross-event report of ``bundle``'s encoder on the corpus under ``root``.
-    ``limit_per_group``: keep the first N messages of each group (a quick, noisier run)."""
+    ``limit_per_group``: keep the first N messages of each group (a quick, noisier run);
+    ``finetune``: each fold's encoder fine-tuned without it; ``dev_first``: the dev events as
+    the first fold (default: with ``finetune``)."""
     corpus = load_corpus(root)
     messages = corpus.messages
     if limit_per_group is not None:
@@ -53,19 +104,23 @@ def run_crossval(
     progress(f"corpus: {len(messages)} messages in {len({m.event for m in messages})} groups")
     manifest = read_manifest(bundle)
     enc = manifest.text_encoder
-    if (enc.model_extra or {}).get("fine_tuning"):
+    if (enc.model_extra or {}).get("fine_tuning") and not finetune:
         raise ConfigError(
-            f"{bundle}'s encoder was fine-tuned on CrisisMMD events: every fold holding one of "
-            "them out would be scored by an encoder trained on its labels. Cross-validate a "
-            "bundle with a frozen encoder (the default)."
+            f"{bundle}'s encoder was fine-tuned on the events: every fold would be scored by an "
+            "encoder trained on its labels. Pass --finetune (each fold's encoder fine-tuned "
+            "without it), or cross-validate a bundle with a frozen encoder."
         )
     tokenizer = bundle / enc.tokenizer
     skip = pool_skip(bundle, enc)
     texts = [m.text for m in messages]
-    int8 = cached_embed(bundle / enc.files["int8"], tokenizer, texts, progress, skip)
-    f32 = None
-    if fp32:
-        f32 = cached_embed(bundle / enc.files["fp32"], tokenizer, texts, progress, skip)
+    f32, per_fold = None, None
+    if finetune:  # every fold brings its own encoder: the bundle's is not used
+        int8 = np.zeros((len(texts), enc.dim), np.float32)
+        per_fold = _fold_embeddings(bundle, manifest, messages, skip, progress)
+    else:
+        int8 = cached_embed(bundle / enc.files["int8"], tokenizer, texts, progress, skip)
+        if fp32:
+            f32 = cached_embed(bundle / enc.files["fp32"], tokenizer, texts, progress, skip)
 
     def describe(labels: list[str]) -> np.ndarray:
         return embed(bundle / enc.files["int8"], tokenizer, labels, skip=skip)
@@ -77,8 +132,10 @@ def run_crossval(
         f32,
         [m.lang or detect_language(m.text) for m in messages],
         skip,
+        per_fold,
     )
-    report = crossval(inputs, progress, folds, tasks, baseline)
+    dev_first = finetune if dev_first is None else dev_first
+    report = crossval(inputs, progress, folds, tasks, baseline, dev_first=dev_first)
     report["bundle"] = {"name": manifest.name, "version": manifest.version, "path": str(bundle)}
     report["data"] = corpus.sources
     if limit_per_group is not None:

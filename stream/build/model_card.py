@@ -80,10 +80,12 @@ def _data_lines(data: Any) -> list[str]:
     return [f"- {data}" if data else "- no labelled data: zero-shot heads from label descriptions"]
 
 
-def _crossval_lines(cv: dict[str, Any] | None) -> list[str]:
+def _crossval_lines(cv: dict[str, Any] | None, tuned: bool) -> list[str]:
     if not cv:
+        flag = " --finetune" if tuned else ""
         return [
-            "Not measured yet: run `crisis-stream models crossval --bundle <this bundle> --record`."
+            f"Not measured yet: run `crisis-stream models crossval --bundle <this bundle>{flag} "
+            "--record`."
         ]
     lines = [
         f"Protocol: {cv['protocol']}.",
@@ -122,6 +124,13 @@ def _crossval_lines(cv: dict[str, Any] | None) -> list[str]:
 def render_card(manifest: dict[str, Any]) -> str:
     """The model card of a bundle, from its manifest."""
     built = manifest.get("built_from", {})
+    tuning = manifest["text_encoder"].get("fine_tuning")
+    tuned_line = (
+        f"- fine-tuned: {tuning.get('recipe', 'on the CrisisMMD train split')} "
+        f"({tuning.get('train_texts', '?')} texts, {tuning.get('seconds', '?')} s)"
+        if tuning
+        else "- frozen: the package weights as published"
+    )
     lines = [
         f"# {manifest['name']} {manifest['version']}",
         "",
@@ -137,6 +146,7 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
         f"- {built.get('text', '?')}; precision {manifest['text_encoder'].get('precision')}; "
         f"pooling {manifest['text_encoder'].get('pooling', 'mean')}",
+        tuned_line,
         "",
         "## Training data and licences",
         "",
@@ -146,7 +156,7 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
         "## Events it never saw (cross-event evaluation)",
         "",
-        *_crossval_lines(manifest.get("crossval")),
+        *_crossval_lines(manifest.get("crossval"), bool(tuning)),
         "",
         "## CrisisMMD agreed test split (comparable with published results)",
         "",
@@ -190,6 +200,13 @@ def record_crossval(bundle: Path, report: dict[str, Any]) -> None:
         raise ConfigError(
             f"{bundle}'s heads were not fitted with the cross-event recipe (--heads corpus): the "
             "report would not describe them"
+        )
+    tuned = bool(manifest.get("text_encoder", {}).get("fine_tuning"))
+    if tuned != bool(report.get("fold_encoders")):
+        raise ConfigError(
+            f"{bundle}'s encoder is {'fine-tuned' if tuned else 'frozen'} but the report's folds "
+            f"{'shared one frozen encoder' if tuned else 'fine-tuned theirs'}: it would not "
+            "describe the bundle's recipe"
         )
     manifest["crossval"] = crossval_summary(report)
     card = bundle / f".{CARD}.tmp"

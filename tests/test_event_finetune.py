@@ -1,0 +1,136 @@
+"""The encoder fine-tuned across events: which messages it learns from, one encoder per fold."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.build import event_finetune as ef
+from stream.data.message import Message
+
+from .test_encoders import tiny_model
+
+
+def _messages(groups: int, per_group: int, held_every: int = 0) -> list[Message]:
+    out = []
+    for g in range(groups):
+        for i in range(per_group):
+            label = "informative" if i % 2 else "not_informative"
+            labels = {"informative": label}
+            if i % 3 == 0:
+                labels["humanitarian"] = "other_relevant_information"
+            out.append(
+                Message(
+                    f"g{g}-{i}",
+                    "synthetic",
+                    f"g{g}",
+                    f"flood water near bridge {g} {i}" if i % 2 else f"lol game night {g} {i}",
+                    labels,
+                    benchmark_held_out=bool(held_every and i % held_every == 0),
+                )
+            )
+    return out
+
+
+@given(st.integers(1, 5), st.integers(1, 12), st.integers(1, 8), st.sets(st.integers(0, 4)))
+def test_rows_are_a_capped_sample_of_each_group_outside_the_fold(
+    groups: int, per_group: int, cap: int, excluded: set[int]
+):
+    msgs = _messages(groups, per_group, held_every=4)
+    exclude = {f"g{g}" for g in excluded}
+    rows = ef.event_rows(msgs, exclude, cap)
+    assert rows == ef.event_rows(msgs, exclude, cap)  # seeded
+    held = {m.uid for m in msgs if m.benchmark_held_out}
+    by_uid = {m.uid: m for m in msgs}
+    sampled = {r.tweet_id for task_rows in rows.values() for r in task_rows}
+    assert not sampled & held and all(by_uid[u].event not in exclude for u in sampled)
+    for g in {by_uid[u].event for u in sampled}:
+        assert sum(1 for u in sampled if by_uid[u].event == g) <= cap
+    for task, task_rows in rows.items():  # a sampled message brings every label it has
+        assert {r.tweet_id for r in task_rows} == {u for u in sampled if task in by_uid[u].labels}
+        assert all(r.label == by_uid[r.tweet_id].labels[task] for r in task_rows)
+    eligible = {m.event for m in msgs if m.event not in exclude and not m.benchmark_held_out}
+    assert {by_uid[u].event for u in sampled} == eligible
+
+
+@pytest.fixture
+def tiny_bert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from stream.build.export import source_model_dir
+
+    def build(transformers: Any) -> Any:
+        config = transformers.BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+        return transformers.BertModel(config, add_pooling_layer=False)
+
+    tokenizer = source_model_dir() / "tokenizer.json"
+    return tiny_model(monkeypatch, tmp_path / "tiny-bert", "TINY_BERT_DIR", tokenizer, build)
+
+
+def test_each_fold_gets_its_own_encoder_built_once(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The encoder of a fold learns from the other folds' groups only, is built once (the
+    second cross-validation reuses it) and embeds like any exported encoder."""
+    from stream.build.export import CANDIDATES, embed
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    trained_on: list[set[str]] = []
+    real = ef.finetune
+
+    def spy(train, *args, **kwargs):  # type: ignore[no-untyped-def]
+        trained_on.append({r.event for rows in train.values() for r in rows})
+        return real(train, *args, **kwargs)
+
+    monkeypatch.setattr(ef, "finetune", spy)
+    msgs = _messages(3, 12)
+    tok = tiny_bert / "tokenizer.json"
+
+    def encoder(fold: list[str]) -> Path:
+        return ef.fold_encoder(msgs, fold, tiny_bert, tok, CANDIDATES[0], lambda _m: None)
+
+    first, again, other = encoder(["g0"]), encoder(["g0"]), encoder(["g1"])
+    assert first == again and first != other
+    assert trained_on == [{"g1", "g2"}, {"g0", "g2"}]
+    assert sorted(p.name for p in first.parent.iterdir()) == ["int8.onnx"]
+    x = embed(first, tok, ["flood water near the bridge", "lol"])
+    assert x.shape == (2, 32) and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
+
+
+def test_a_build_with_heads_across_events_fine_tunes_across_events(tiny_bert: Path, tmp_path: Path):
+    """``models build --finetune`` with heads across events fine-tunes on every group of the
+    corpus (CrisisMMD, CrisisLexT26, Figure Eight), never on a CrisisMMD dev or test text."""
+    from stream.build.bundle import _finetune
+    from stream.build.encoders import ENCODERS
+    from stream.data.corpus import load_corpus
+
+    from .crisis_data import make_root
+
+    root = make_root(tmp_path / "data")
+    choice = replace(ENCODERS["e5"], locate=lambda: tiny_bert)
+    tuned = _finetune(
+        root / "crisismmd",
+        tmp_path / "work",
+        lambda _m: None,
+        tiny_bert / "tokenizer.json",
+        choice,
+        "corpus",
+    )
+    corpus = load_corpus(root)
+    assert tuned.manifest["groups"] == sorted({m.event for m in corpus.messages})
+    assert tuned.manifest["recipe"].startswith("across events")
+    held = [m for m in corpus.messages if m.benchmark_held_out]
+    assert held and tuned.manifest["train_texts"] == len(
+        {m.text for m in corpus.messages if not m.benchmark_held_out}
+    )
+    assert (tuned.model_dir / "config.json").is_file() and tuned.heads == {}
