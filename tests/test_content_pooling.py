@@ -156,14 +156,26 @@ def test_plain_mean_pooling_pools_every_token():
     assert pool_mask("in flood", offsets, word_ids, FW).tolist() == [True, False, True, True]
 
 
-def test_builds_pool_content_unless_the_encoder_is_fine_tuned():
+def test_builds_pool_content_unless_the_encoder_is_fine_tuned_on_crisismmd_splits():
+    from stream.build.bundle import _command
+    from stream.build.encoders import ENCODERS
     from stream.build.pooling import resolve_pooling
 
-    assert resolve_pooling(None, finetune=False) == "mean_content"
-    assert resolve_pooling(None, finetune=True) == "mean"
-    assert resolve_pooling("mean", finetune=False) == "mean"
-    with pytest.raises(BundleError, match="frozen encoder"):
-        resolve_pooling("mean_content", finetune=True)
+    for heads in ("corpus", "crisismmd"):
+        assert resolve_pooling(None, finetune=False, heads=heads) == "mean_content"
+        assert resolve_pooling("mean", finetune=False, heads=heads) == "mean"
+    assert resolve_pooling(None, finetune=True, heads="corpus") == "mean_content"
+    assert resolve_pooling(None, finetune=True, heads="crisismmd") == "mean"
+    with pytest.raises(BundleError, match="--heads corpus"):
+        resolve_pooling("mean_content", finetune=True, heads="crisismmd")
+    e5 = ENCODERS["e5"]  # the rebuild line names only what differs from the defaults
+    out = Path("b")
+    assert _command(out, e5, True, True) == "crisis-stream models build --out b"
+    assert _command(out, e5, True, True, finetune=True).endswith("--out b --finetune")
+    assert _command(out, e5, True, True, "per-token", "crisismmd", True, "mean").endswith(
+        "--heads crisismmd --finetune"
+    )
+    assert _command(out, e5, True, True, pooling="mean").endswith("--pooling mean")
 
 
 def test_cached_embeddings_are_keyed_by_the_pooling(tmp_path: Path):

@@ -278,25 +278,39 @@ def test_fine_tuned_encoders_and_other_head_recipes_are_refused(tmp_path: Path):
     manifest["heads"][0]["metrics"]["selection"]["event_weight"] = "equal"  # type: ignore[index]
     (tmp_path / "manifest.json").write_bytes(orjson.dumps(manifest))
     frozen_folds = {"protocol": "p", "messages": 0, "tasks": {}, "fold_encoders": False}
+    tuned_folds = {**frozen_folds, "fold_encoders": True}
+    with pytest.raises(ConfigError, match="fine-tuned on CrisisMMD"):  # another recipe
+        record_crossval(tmp_path, tuned_folds)
+    with pytest.raises(ConfigError, match="--finetune would measure another recipe"):
+        run_crossval(tmp_path, tmp_path / "data", lambda _: None, finetune=True)
+    manifest["text_encoder"]["fine_tuning"] = {"recipe": "across events: 700 a group"}  # type: ignore[index]
+    (tmp_path / "manifest.json").write_bytes(orjson.dumps(manifest))
     with pytest.raises(ConfigError, match="shared one frozen encoder"):
         record_crossval(tmp_path, frozen_folds)
-    record_crossval(tmp_path, {**frozen_folds, "fold_encoders": True})
+    record_crossval(tmp_path, tuned_folds)
     assert orjson.loads((tmp_path / "manifest.json").read_bytes())["crossval"]["protocol"] == "p"
-    assert "- fine-tuned: on the CrisisMMD train split" in (tmp_path / "MODEL_CARD.md").read_text()
+    assert "- fine-tuned: across events: 700 a group" in (tmp_path / "MODEL_CARD.md").read_text()
     del manifest["text_encoder"]["fine_tuning"]  # type: ignore[attr-defined]
     (tmp_path / "manifest.json").write_bytes(orjson.dumps(manifest))
     with pytest.raises(ConfigError, match="fine-tuned theirs"):
-        record_crossval(tmp_path, {**frozen_folds, "fold_encoders": True})
+        record_crossval(tmp_path, tuned_folds)
 
 
-@given(st.lists(st.sampled_from(["hurricane_harvey", "mexico_earthquake", *"abcdef"]), min_size=1))
-def test_dev_events_form_the_first_fold_and_every_group_is_held_out_once(groups: list[str]):
-    folds = cv.dev_fold_first(groups, 5)
+@given(
+    st.lists(st.sampled_from(["hurricane_harvey", "mexico_earthquake", *"abcdef"]), min_size=1),
+    st.integers(0, 8),
+)
+def test_dev_events_form_the_first_fold_and_every_group_is_held_out_once(groups: list[str], k: int):
+    folds = cv.dev_fold_first(groups, k)
     flat = [g for f in folds for g in f]
     assert sorted(flat) == sorted(set(groups)) and all(folds)
     dev = sorted(set(groups) & event_heads.DEV_EVENTS)
     assert (folds[0] == dev) if dev else not (set(folds[0]) & event_heads.DEV_EVENTS)
-    assert len(folds) <= 5
+    others = sorted(set(groups) - event_heads.DEV_EVENTS)
+    if k <= 1:  # every other group alone, as leave-one-event-out
+        assert folds[1 if dev else 0 :] == [[g] for g in others]
+    else:
+        assert len(folds) <= k
 
 
 def test_each_fold_is_scored_with_its_own_encoder():
@@ -327,7 +341,7 @@ def test_each_fold_is_scored_with_its_own_encoder():
             fold_embeddings=per_fold,
         )
     )
-    assert sorted(asked) == sorted(tuple(f) for f in report["folds"]) and len(asked) == 3
+    assert asked == [tuple(f) for f in report["folds"]] and report["fold_encoders"]
     task = report["tasks"]["informative"]
     assert task["mean_over_events"]["macro_f1"] > 0.8
     assert task["zero_shot"] is None and task["fp32_encoder"] is None

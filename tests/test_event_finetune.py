@@ -45,7 +45,7 @@ def test_rows_are_a_capped_sample_of_each_group_outside_the_fold(
     msgs = _messages(groups, per_group, held_every=4)
     exclude = {f"g{g}" for g in excluded}
     rows = ef.event_rows(msgs, exclude, cap)
-    assert rows == ef.event_rows(msgs, exclude, cap)  # seeded
+    assert rows == ef.event_rows(msgs[::-1], exclude, cap)  # the order messages come in: none
     held = {m.uid for m in msgs if m.benchmark_held_out}
     by_uid = {m.uid: m for m in msgs}
     sampled = {r.tweet_id for task_rows in rows.values() for r in task_rows}
@@ -81,7 +81,8 @@ def test_each_fold_gets_its_own_encoder_built_once(
     tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """The encoder of a fold learns from the other folds' groups only, is built once (the
-    second cross-validation reuses it) and embeds like any exported encoder."""
+    second cross-validation reuses it), is built again when a label it learnt from changes,
+    and embeds like any exported encoder."""
     from stream.build.export import CANDIDATES, embed
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -96,13 +97,16 @@ def test_each_fold_gets_its_own_encoder_built_once(
     msgs = _messages(3, 12)
     tok = tiny_bert / "tokenizer.json"
 
-    def encoder(fold: list[str]) -> Path:
-        return ef.fold_encoder(msgs, fold, tiny_bert, tok, CANDIDATES[0], lambda _m: None)
+    def encoder(fold: list[str], messages: list[Message] = msgs) -> Path:
+        source = (tiny_bert, "tiny bert")
+        return ef.fold_encoder(messages, fold, source, tok, CANDIDATES[0], lambda _m: None)
 
     first, again, other = encoder(["g0"]), encoder(["g0"]), encoder(["g1"])
     assert first == again and first != other
     assert trained_on == [{"g1", "g2"}, {"g0", "g2"}]
-    assert sorted(p.name for p in first.parent.iterdir()) == ["int8.onnx"]
+    assert sorted(p.name for p in first.parent.iterdir()) == [ef.ENCODER]
+    relabelled = [replace(m, labels={"informative": "informative"}) for m in msgs]
+    assert encoder(["g0"], relabelled) != first and len(trained_on) == 3
     x = embed(first, tok, ["flood water near the bridge", "lol"])
     assert x.shape == (2, 32) and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
 

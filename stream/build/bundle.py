@@ -223,9 +223,8 @@ def _command(
     flags += "" if image else " --no-image"
     flags += "" if activations == "per-token" else f" --int8-activations {activations}"
     flags += "" if heads == "corpus" else f" --heads {heads}"
-    if finetune != choice.finetune_by_default:
-        flags += " --finetune" if finetune else " --no-finetune"
-    if pooling != resolve_pooling(None, finetune and heads == "crisismmd"):
+    flags += " --finetune" if finetune else ""
+    if pooling != resolve_pooling(None, finetune, heads):
         flags += f" --pooling {pooling}"
     return f"crisis-stream models build --out {out_dir}{flags}"
 
@@ -289,7 +288,7 @@ def _resolve_options(
         drop_links = choice.drop_links
     if finetune is None:
         env = os.environ.get(FINETUNE_ENV)
-        finetune = choice.finetune_by_default if env is None else env != "0"
+        finetune = env is not None and env != "0"  # frozen unless asked: the quick bundle
     return choice, drop_links, finetune
 
 
@@ -417,7 +416,7 @@ def build_bundle(
     the build command (default: ``crisis-stream models build --out <out_dir>``); ``image`` also
     builds the image side (:func:`stream.build.image_assets.build_image_assets`);
     ``finetune`` fine-tunes the encoder on the data first, across events for ``heads`` corpus
-    (default: the encoder's choice, ``$CRISIS_STREAM_FINETUNE`` 0/1 overrides it);
+    (default: ``$CRISIS_STREAM_FINETUNE`` is 1, else frozen);
     ``drop_links`` gives the encoder a tokenizer that drops links (:mod:`stream.models.links`):
     ~3x the encoder's speed on tweets, but humanitarian dev macro-F1 fell 0.010, so it is
     opt-in for MiniLM (default: the encoder's own choice); ``encoder``: a key of
@@ -428,8 +427,7 @@ def build_bundle(
     pools every token.
     """
     choice, drop_links, finetune = _resolve_options(encoder, drop_links, finetune)
-    # content pooling is measured on encoders fine-tuned across events, not on CrisisMMD's splits
-    pooling = resolve_pooling(pooling, finetune and heads == "crisismmd")
+    pooling = resolve_pooling(pooling, finetune, heads)
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     stage = out_dir.with_name(f".{out_dir.name}.partial")

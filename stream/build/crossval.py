@@ -90,11 +90,14 @@ def folds_of(groups: Sequence[str], k: int) -> list[list[str]]:
 
 def dev_fold_first(groups: Sequence[str], k: int) -> list[list[str]]:
     """The dev events (:data:`~stream.build.event_heads.DEV_EVENTS`) as one fold, the other
-    groups in ``k - 1`` folds: a recipe chosen on the first fold is reported on the others."""
+    groups in ``k - 1`` folds (each alone for ``k`` <= 1): a recipe chosen on the first fold
+    is reported on the others."""
     names = sorted(set(groups))
     dev = [g for g in names if g in DEV_EVENTS]
     rest = [g for g in groups if g not in DEV_EVENTS]
-    return ([dev] if dev else []) + folds_of(rest, max(1, k - 1))
+    if not rest:
+        return [dev]
+    return ([dev] if dev else []) + folds_of(rest, k - 1 if k > 1 else 0)
 
 
 def _scores(probs: np.ndarray, y: np.ndarray) -> dict[str, Any]:

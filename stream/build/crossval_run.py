@@ -2,9 +2,10 @@
 
 Loads the corpus (:mod:`stream.data.corpus`), detects each message's language, embeds every
 message with the bundle's int8 encoder (and fp32 encoder, to measure what int8 costs), and hands
-the rows to the protocol. With ``finetune`` each fold gets the bundle's source encoder fine-tuned
-across the other folds' events (:mod:`stream.build.event_finetune`), quantized as the bundle
-was. Separate from the protocol so that the protocol can be tested on small synthetic
+the rows to the protocol. With ``finetune`` the bundle's encoder is not used: each fold gets the
+bundle's source weights fine-tuned across the other folds' events
+(:mod:`stream.build.event_finetune`), quantized as the bundle was, with its tokenizer and
+pooling. Separate from the protocol so that the protocol can be tested on small synthetic
 embeddings.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 from stream.build.corpus_embed import cached_embed
 from stream.build.crossval import CrossvalInputs, crossval
 from stream.build.encoders import ENCODERS
-from stream.build.event_finetune import fold_encoder
+from stream.build.event_finetune import ACROSS_EVENTS, fold_encoder
 from stream.build.event_heads import DEV_EVENTS
 from stream.build.export import Quantization, embed
 from stream.data.corpus import load_corpus
@@ -46,13 +47,19 @@ def _fold_embeddings(
 ) -> Callable[[Sequence[str]], np.ndarray]:
     """Every message's embedding by the encoder fine-tuned without a fold (built once per
     fold, kept in memory for the next task)."""
+    enc = manifest.text_encoder
+    tuning = (enc.model_extra or {}).get("fine_tuning")
+    if tuning and not str(tuning.get("recipe", "")).startswith(ACROSS_EVENTS):
+        raise ConfigError(
+            f"{bundle}'s encoder was fine-tuned on CrisisMMD's splits, not across events: "
+            "--finetune would measure another recipe than its own"
+        )
     choice = next((c for c in ENCODERS.values() if c.bundle_name == manifest.name), None)
     if choice is None:
         raise ConfigError(
             f"{bundle} was not built from a known encoder ({', '.join(ENCODERS)}): nothing to "
             "fine-tune per fold"
         )
-    enc = manifest.text_encoder
     quantization = Quantization(
         **{
             f.name: enc.quantization[f.name]
@@ -62,13 +69,16 @@ def _fold_embeddings(
     )
     tokenizer = bundle / enc.tokenizer
     texts = [m.text for m in messages]
+    source = (choice.locate(), choice.describe())
     memo: dict[tuple[str, ...], np.ndarray] = {}
 
     def embeddings(fold: Sequence[str]) -> np.ndarray:
         key = tuple(sorted(fold))
         if key not in memo:
             progress(f"encoder fine-tuned without {', '.join(key)}")
-            onnx = fold_encoder(messages, key, choice.locate(), tokenizer, quantization, progress)
+            onnx = fold_encoder(
+                messages, key, source, tokenizer, quantization, progress, enc.precision
+            )
             memo[key] = cached_embed(onnx, tokenizer, texts, progress, skip)
         return memo[key]
 
@@ -114,7 +124,7 @@ def run_crossval(
     skip = pool_skip(bundle, enc)
     texts = [m.text for m in messages]
     f32, per_fold = None, None
-    if finetune:  # every fold brings its own encoder: the bundle's is not used
+    if finetune:  # every fold brings its own encoder; the shared rows are never read
         int8 = np.zeros((len(texts), enc.dim), np.float32)
         per_fold = _fold_embeddings(bundle, manifest, messages, skip, progress)
     else:

@@ -45,9 +45,8 @@ class EncoderChoice:
     bundle_name: str
     locate: Callable[[], Path]  # a from_pretrained directory with tokenizer.json
     describe: Callable[[], str]  # the manifest's built_from.text
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # on CrisisMMD's splits
     drop_links: bool = False  # the default for ``models build --encoder <key>``
-    finetune_by_default: bool = True  # ``$CRISIS_STREAM_FINETUNE`` (0/1) overrides it
 
 
 def mpnet_parts() -> list[Path]:
@@ -131,6 +130,5 @@ ENCODERS: dict[str, EncoderChoice] = {
         e5_description,
         FinetuneConfig(),
         drop_links=True,
-        finetune_by_default=False,
     ),
 }

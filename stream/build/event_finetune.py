@@ -3,12 +3,12 @@
 Why: the frozen multilingual encoder is what limits labels on a disaster nobody labelled;
 fine-tuning it on other events' labels moves messages of a *new* event too. To measure that
 honestly each fold of the cross-event protocol needs its own encoder, fine-tuned without the
-fold's events, so the recipe is kept cheap enough for two cores: one epoch on at most
-:data:`PER_GROUP` messages of each event (both tasks, seeded sample), with the embeddings and the
-bottom half of the layers frozen (no backward pass through them). Every CrisisMMD dev or test
-text stays out, as in every other training step. The bundle's heads are fitted afterwards on
-the int8 export's embeddings (:mod:`stream.build.corpus_heads`), exactly as for the frozen
-encoder.
+fold's events, so the recipe is kept cheap enough for two cores (8-10 minutes a fold): one
+epoch on at most :data:`PER_GROUP` messages of each event (both tasks, seeded sample), word
+embeddings frozen. Every CrisisMMD dev or test text stays out, as in every other training step.
+The steering heads of the fine-tuning pool every token; the bundle's heads are fitted afterwards
+on the int8 export's embeddings with the bundle's own pooling (:mod:`stream.build.corpus_heads`),
+exactly as for the frozen encoder, and ``models crossval --finetune`` measures that combination.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import random
 import shutil
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 
 import orjson
@@ -31,6 +32,7 @@ from stream.models.manifest import sha256_file
 from stream.tasks import LABELS
 
 __all__ = [
+    "ACROSS_EVENTS",
     "EVENT_FINETUNE",
     "PER_GROUP",
     "event_rows",
@@ -40,9 +42,12 @@ __all__ = [
 ]
 
 PER_GROUP = 700  # messages per event (group) fine-tuned on
+ACROSS_EVENTS = "across events"  # how a manifest's fine_tuning.recipe names this recipe
 EVENT_FINETUNE = FinetuneConfig(epochs=1)
 
 Progress = Callable[[str], None]
+ENCODER = "encoder.onnx"  # a fold's encoder in its cache folder
+_TOOLS = ("torch", "transformers", "onnx", "onnxruntime", "tokenizers")
 
 
 def event_rows(
@@ -93,56 +98,87 @@ def finetune_across_events(
         tokenizer=tokenizer,
     )
     result.manifest["recipe"] = (
-        f"across events: at most {per_group} labelled messages of each group, seeded; no "
-        "CrisisMMD dev or test text; one epoch, the last kept"
+        f"{ACROSS_EVENTS}: at most {per_group} labelled messages of each group, seeded; no "
+        f"CrisisMMD dev or test text; {config.epochs} epoch(s), the last kept"
     )
     result.manifest["groups"] = sorted({r.event for rows_ in rows.values() for r in rows_})
     result.heads = {}  # steering heads only: the bundle's heads are fitted on the export
     return result
 
 
-def int8_encoder(model_dir: Path, out: Path, quantization: export.Quantization) -> Path:
-    """Export ``model_dir`` to ONNX fp32 beside ``out`` and quantize it into ``out``."""
+def int8_encoder(
+    model_dir: Path,
+    out: Path,
+    quantization: export.Quantization,
+    calibration: Sequence[str],
+    precision: str = "int8",
+) -> Path:
+    """Export ``model_dir`` to ONNX fp32 beside ``out`` and quantize it into ``out`` as the
+    bundle was (``calibration``: texts a smoothed quantization measures activations on); a
+    bundle that serves fp32 gets the fp32 export."""
     fp32 = out.with_name(out.stem + ".fp32.onnx")
     export.export_fp32(fp32, model_dir)
-    export.quantize_int8(fp32, out, quantization)
+    if precision == "fp32":
+        fp32.replace(out)
+        return out
+    export.quantize_int8(fp32, out, quantization, model_dir / "tokenizer.json", calibration)
+    fp32.unlink()
     return out
 
 
-def fold_encoder(
-    messages: Sequence[Message],
-    exclude: Collection[str],
-    source_dir: Path,
+def _fold_key(
+    rows: dict[str, list[CrisisRow]],
+    source: str,
     tokenizer: Path,
     quantization: export.Quantization,
-    progress: Progress,
-) -> Path:
-    """The int8 encoder fine-tuned without ``exclude``'s groups, built once and kept in the user
-    cache under a key of everything it depends on (re-running a cross-validation reuses it)."""
-    key = hashlib.sha256(
+    precision: str,
+) -> str:
+    """Everything a fold's encoder depends on: the rows it learns from (text, event, label),
+    the labels, the recipe, the source weights, the tokenizer, the quantization and the tools."""
+    h = hashlib.sha256()
+    for task in sorted(rows):
+        for r in rows[task]:
+            h.update(f"{task}\x00{r.event}\x00{r.label}\x00{r.text}\x01".encode())
+    return hashlib.sha256(
         orjson.dumps(
             {
+                "rows": h.hexdigest(),
+                "labels": LABELS,
                 "recipe": asdict(EVENT_FINETUNE),
-                "per_group": PER_GROUP,
-                "exclude": sorted(exclude),
-                "source": str(source_dir),
+                "source": source,
                 "tokenizer": sha256_file(tokenizer),
                 "quantization": asdict(quantization),
-                "messages": hashlib.sha256(
-                    "\x00".join(f"{m.uid}\x01{m.text}" for m in messages).encode()
-                ).hexdigest(),
+                "precision": precision,
+                "tools": {n: metadata.version(n) for n in _TOOLS},
             },
             option=orjson.OPT_SORT_KEYS,
         )
     ).hexdigest()[:24]
 
+
+def fold_encoder(
+    messages: Sequence[Message],
+    exclude: Collection[str],
+    source: tuple[Path, str],
+    tokenizer: Path,
+    quantization: export.Quantization,
+    progress: Progress,
+    precision: str = "int8",
+) -> Path:
+    """The encoder fine-tuned without ``exclude``'s groups (``source``: the weights' directory
+    and description), quantized as the bundle was, built once and kept in the user cache under
+    a key of everything it depends on (re-running a cross-validation reuses it)."""
+    rows = event_rows(messages, exclude)
+    key = _fold_key(rows, source[1], tokenizer, quantization, precision)
+    calibration = sorted({r.text for r in rows["informative"]})
+    calibration = random.Random(0).sample(calibration, min(256, len(calibration)))
+
     def build(tmp: Path) -> None:
         tuned = finetune_across_events(
-            messages, source_dir, tokenizer, tmp / "work", progress, exclude
+            messages, source[0], tokenizer, tmp / "work", progress, exclude
         )
-        int8_encoder(tuned.model_dir, tmp / "int8.onnx", quantization)
+        int8_encoder(tuned.model_dir, tmp / ENCODER, quantization, calibration, precision)
         shutil.rmtree(tmp / "work")
-        (tmp / "int8.fp32.onnx").unlink()
 
     folder = write_once(cache_root() / "event-encoders" / key, build)
-    return folder / "int8.onnx"
+    return folder / ENCODER

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from stream.build.event_finetune import ACROSS_EVENTS
 from stream.errors import ConfigError
 from stream.models.manifest import sha256_file
 
@@ -201,12 +202,25 @@ def record_crossval(bundle: Path, report: dict[str, Any]) -> None:
             f"{bundle}'s heads were not fitted with the cross-event recipe (--heads corpus): the "
             "report would not describe them"
         )
-    tuned = bool(manifest.get("text_encoder", {}).get("fine_tuning"))
-    if tuned != bool(report.get("fold_encoders")):
+    tuning = manifest.get("text_encoder", {}).get("fine_tuning")
+    across = bool(tuning) and str(tuning.get("recipe", "")).startswith(ACROSS_EVENTS)
+    if bool(tuning) != bool(report.get("fold_encoders")) or (tuning and not across):
         raise ConfigError(
-            f"{bundle}'s encoder is {'fine-tuned' if tuned else 'frozen'} but the report's folds "
-            f"{'shared one frozen encoder' if tuned else 'fine-tuned theirs'}: it would not "
-            "describe the bundle's recipe"
+            f"{bundle}'s encoder is "
+            + (
+                "fine-tuned across events"
+                if across
+                else "fine-tuned on CrisisMMD"
+                if tuning
+                else "frozen"
+            )
+            + " but the report's folds "
+            + (
+                "fine-tuned theirs across events"
+                if report.get("fold_encoders")
+                else "shared one frozen encoder"
+            )
+            + ": it would not describe the bundle's recipe"
         )
     manifest["crossval"] = crossval_summary(report)
     card = bundle / f".{CARD}.tmp"

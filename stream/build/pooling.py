@@ -2,8 +2,9 @@
 
 Content pooling (``mean_content``, :mod:`stream.models.text`) leaves function words out of the
 pool and their n-grams out of the lexicon, so rationales name content words
-(docs/rationales.md). It is the default for a frozen encoder; a fine-tuned one keeps the plain
-mean, which fine-tuning learns through (:mod:`stream.build.finetune`).
+(docs/rationales.md). It is the default for a frozen encoder and for one fine-tuned across
+events (``models crossval --finetune`` measures that pairing); an encoder fine-tuned on
+CrisisMMD's splits keeps the plain mean, the pooling its recipe was chosen with.
 """
 
 from __future__ import annotations
@@ -28,13 +29,17 @@ WHY = (
 )
 
 
-def resolve_pooling(pooling: Pooling | None, finetune: bool) -> Pooling:
-    """Content pooling unless the encoder is fine-tuned: content pooling was measured on the
-    frozen encoder only."""
+def resolve_pooling(pooling: Pooling | None, finetune: bool, heads: str = "corpus") -> Pooling:
+    """Content pooling unless the encoder is fine-tuned on CrisisMMD's splits (``finetune``
+    with ``heads`` crisismmd), whose recipe was chosen with the plain mean."""
+    on_splits = finetune and heads == "crisismmd"
     if pooling is None:
-        return "mean" if finetune else "mean_content"
-    if pooling == "mean_content" and finetune:
-        raise BundleError("content pooling needs a frozen encoder: pass --no-finetune")
+        return "mean" if on_splits else "mean_content"
+    if pooling == "mean_content" and on_splits:
+        raise BundleError(
+            "content pooling was not measured with an encoder fine-tuned on CrisisMMD's splits: "
+            "pass --heads corpus (fine-tuned across events) or --no-finetune"
+        )
     return pooling
 
 
