@@ -83,7 +83,7 @@ def test_each_fold_gets_its_own_encoder_built_once(
     """The encoder of a fold learns from the other folds' groups only, is built once (the
     second cross-validation reuses it), is built again when a label it learnt from changes,
     and embeds like any exported encoder."""
-    from stream.build.export import CANDIDATES, embed
+    from stream.build.export import SAMPLE_TEXTS, embed
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     trained_on: list[set[str]] = []
@@ -99,7 +99,7 @@ def test_each_fold_gets_its_own_encoder_built_once(
 
     def encoder(fold: list[str], messages: list[Message] = msgs) -> Path:
         source = (tiny_bert, "tiny bert")
-        return ef.fold_encoder(messages, fold, source, tok, CANDIDATES[0], lambda _m: None)
+        return ef.fold_encoder(messages, fold, source, tok, SAMPLE_TEXTS, lambda _m: None)
 
     first, again, other = encoder(["g0"]), encoder(["g0"]), encoder(["g1"])
     assert first == again and first != other
@@ -138,3 +138,23 @@ def test_a_build_with_heads_across_events_fine_tunes_across_events(tiny_bert: Pa
         {m.text for m in corpus.messages if not m.benchmark_held_out}
     )
     assert (tuned.model_dir / "config.json").is_file() and tuned.heads == {}
+
+
+def test_a_fold_encoder_is_quantized_by_the_build_rule(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A fold's encoder takes the first int8 candidate that meets the cosine bar, as a build
+    does, and is served in fp32 when none does (as a build serves it)."""
+    import onnx
+
+    from stream.build import export
+
+    def ops(path: Path) -> set[str]:
+        return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+    texts = list(export.SAMPLE_TEXTS)
+    quantized = ef.int8_encoder(tiny_bert, tmp_path / "a.onnx", texts, texts)
+    assert "MatMulInteger" in ops(quantized) and not (tmp_path / "a.fp32.onnx").exists()
+    monkeypatch.setattr(export, "COSINE_BAR", 1.01)
+    served = ef.int8_encoder(tiny_bert, tmp_path / "b.onnx", texts, texts)
+    assert "MatMulInteger" not in ops(served) and "MatMul" in ops(served)

@@ -44,7 +44,6 @@ from stream.models.bundle import Bundle, load_bundle, sha256_file
 from stream.models.function_words import FunctionWords
 from stream.models.lexicon import Lexicon
 from stream.models.links import LINK_PATTERN
-from stream.models.numeric import cosine_stats
 from stream.ops.cpu import cpu_model
 
 __all__ = [
@@ -92,16 +91,19 @@ def _encoder_section(
         raise BundleError(f"ONNX export of {model_id} differs from torch by {diff:.2e}")
     shutil.copyfile(tokenizer, stage / TOKENIZER)
     progress(f"text encoder exported to ONNX fp32 (max |onnx - torch| = {diff:.1e})")
-    ref = export.embed(stage / FP32, stage / TOKENIZER, check_texts, skip=skip)
-    tried: list[dict[str, Any]] = []
-    for q in candidates:
-        export.quantize_int8(stage / FP32, stage / INT8, q, tokenizer, calibration)
-        got = export.embed(stage / INT8, stage / TOKENIZER, check_texts, skip=skip)
-        cos = cosine_stats(got, ref)
-        tried.append({"config": q.name, "cosine_vs_fp32": cos})
-        if cos["min"] >= export.COSINE_BAR:
-            break
-        progress(f"int8 {q.name}: min cosine {cos['min']} < {export.COSINE_BAR}, next candidate")
+    tried, ref = export.first_passing(
+        stage / FP32,
+        stage / INT8,
+        stage / TOKENIZER,
+        check_texts,
+        calibration,
+        candidates,
+        skip,
+        progress,
+    )
+    q = tried[-1].pop("quantization")
+    for t in tried[:-1]:
+        del t["quantization"]
     passed = tried[-1]["cosine_vs_fp32"]["min"] >= export.COSINE_BAR
     precision = "int8" if passed else "fp32"
     speed = {
@@ -164,17 +166,6 @@ def _calibration_texts(data_dir: Path | None) -> list[str]:
         return list(export.SAMPLE_TEXTS)
     train_texts = sorted({r.text for r in load_split(data_dir, "informative", "train")})
     return random.Random(0).sample(train_texts, min(256, len(train_texts)))
-
-
-def _check_texts(data_dir: Path | None) -> tuple[list[str], str]:
-    """Texts the int8 encoder is checked on, and what they are: a fixed sample of real tweets
-    (informative dev split) when the dataset is here, plus the built-in samples."""
-    texts = list(export.SAMPLE_TEXTS)
-    if data_dir is None:
-        return texts, f"{len(texts)} built-in sample texts"
-    dev = [r.text for r in load_split(data_dir, "informative", "dev")]
-    sample = random.Random(0).sample(dev, min(256, len(dev)))
-    return sample + texts, f"{len(sample)} CrisisMMD dev tweets + {len(texts)} built-in samples"
 
 
 def _finetune(
@@ -317,7 +308,7 @@ def _text_section(
     """Exports the (fine-tuned) text encoder into ``stage``; its manifest section."""
     section = _encoder_section(
         stage,
-        *_check_texts(data_dir),
+        *export.check_texts(data_dir),
         progress,
         tokenizer,
         tuned.model_dir if tuned else source,

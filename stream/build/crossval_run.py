@@ -4,15 +4,14 @@ Loads the corpus (:mod:`stream.data.corpus`), detects each message's language, e
 message with the bundle's int8 encoder (and fp32 encoder, to measure what int8 costs), and hands
 the rows to the protocol. With ``finetune`` the bundle's encoder is not used: each fold gets the
 bundle's source weights fine-tuned across the other folds' events
-(:mod:`stream.build.event_finetune`), quantized as the bundle was, with its tokenizer and
-pooling. Separate from the protocol so that the protocol can be tested on small synthetic
-embeddings.
+(:mod:`stream.build.event_finetune`), quantized as a build would, with the bundle's
+tokenizer and pooling. Separate from the protocol so that the protocol can be tested on small
+synthetic embeddings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from stream.build.crossval import CrossvalInputs, crossval
 from stream.build.encoders import ENCODERS
 from stream.build.event_finetune import ACROSS_EVENTS, fold_encoder
 from stream.build.event_heads import DEV_EVENTS
-from stream.build.export import Quantization, embed
+from stream.build.export import check_texts, embed
 from stream.data.corpus import load_corpus
 from stream.data.message import Message
 from stream.errors import ConfigError
@@ -40,6 +39,7 @@ Progress = Callable[[str], None]
 
 def _fold_embeddings(
     bundle: Path,
+    root: Path,
     manifest: Manifest,
     messages: Sequence[Message],
     skip: FunctionWords | None,
@@ -60,25 +60,17 @@ def _fold_embeddings(
             f"{bundle} was not built from a known encoder ({', '.join(ENCODERS)}): nothing to "
             "fine-tune per fold"
         )
-    quantization = Quantization(
-        **{
-            f.name: enc.quantization[f.name]
-            for f in fields(Quantization)
-            if f.name in enc.quantization
-        }
-    )
     tokenizer = bundle / enc.tokenizer
     texts = [m.text for m in messages]
     source = (choice.locate(), choice.describe())
+    checks = check_texts(root / "crisismmd" if (root / "crisismmd").is_dir() else None)[0]
     memo: dict[tuple[str, ...], np.ndarray] = {}
 
     def embeddings(fold: Sequence[str]) -> np.ndarray:
         key = tuple(sorted(fold))
         if key not in memo:
             progress(f"encoder fine-tuned without {', '.join(key)}")
-            onnx = fold_encoder(
-                messages, key, source, tokenizer, quantization, progress, enc.precision
-            )
+            onnx = fold_encoder(messages, key, source, tokenizer, checks, progress, skip)
             memo[key] = cached_embed(onnx, tokenizer, texts, progress, skip)
         return memo[key]
 
@@ -126,7 +118,7 @@ def run_crossval(
     f32, per_fold = None, None
     if finetune:  # every fold brings its own encoder; the shared rows are never read
         int8 = np.zeros((len(texts), enc.dim), np.float32)
-        per_fold = _fold_embeddings(bundle, manifest, messages, skip, progress)
+        per_fold = _fold_embeddings(bundle, root, manifest, messages, skip, progress)
     else:
         int8 = cached_embed(bundle / enc.files["int8"], tokenizer, texts, progress, skip)
         if fp32:

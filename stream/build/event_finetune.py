@@ -28,6 +28,7 @@ from stream.build.finetune import FinetuneConfig, FinetuneResult, finetune
 from stream.build.weights_dir import cache_root, write_once
 from stream.data.crisismmd import CrisisRow
 from stream.data.message import Message
+from stream.models.function_words import FunctionWords
 from stream.models.manifest import sha256_file
 from stream.tasks import LABELS
 
@@ -109,20 +110,22 @@ def finetune_across_events(
 def int8_encoder(
     model_dir: Path,
     out: Path,
-    quantization: export.Quantization,
+    check_texts: Sequence[str],
     calibration: Sequence[str],
-    precision: str = "int8",
+    skip: FunctionWords | None = None,
 ) -> Path:
-    """Export ``model_dir`` to ONNX fp32 beside ``out`` and quantize it into ``out`` as the
-    bundle was (``calibration``: texts a smoothed quantization measures activations on); a
-    bundle that serves fp32 gets the fp32 export."""
+    """Export ``model_dir`` to ONNX fp32 beside ``out`` and quantize it into ``out`` the way a
+    build does (:func:`stream.build.export.first_passing`: the fine-tuned weights may need
+    another candidate than the package's); the fp32 export when no candidate passes."""
     fp32 = out.with_name(out.stem + ".fp32.onnx")
     export.export_fp32(fp32, model_dir)
-    if precision == "fp32":
+    tried, _ = export.first_passing(
+        fp32, out, model_dir / "tokenizer.json", check_texts, calibration, skip=skip
+    )
+    if tried[-1]["cosine_vs_fp32"]["min"] < export.COSINE_BAR:
         fp32.replace(out)
-        return out
-    export.quantize_int8(fp32, out, quantization, model_dir / "tokenizer.json", calibration)
-    fp32.unlink()
+    else:
+        fp32.unlink()
     return out
 
 
@@ -130,11 +133,12 @@ def _fold_key(
     rows: dict[str, list[CrisisRow]],
     source: str,
     tokenizer: Path,
-    quantization: export.Quantization,
-    precision: str,
+    check_texts: Sequence[str],
+    skip: FunctionWords | None,
 ) -> str:
     """Everything a fold's encoder depends on: the rows it learns from (text, event, label),
-    the labels, the recipe, the source weights, the tokenizer, the quantization and the tools."""
+    the labels, the recipe, the source weights, the tokenizer, how it is quantized and checked,
+    and the tools."""
     h = hashlib.sha256()
     for task in sorted(rows):
         for r in rows[task]:
@@ -147,8 +151,10 @@ def _fold_key(
                 "recipe": asdict(EVENT_FINETUNE),
                 "source": source,
                 "tokenizer": sha256_file(tokenizer),
-                "quantization": asdict(quantization),
-                "precision": precision,
+                "quantization": [asdict(q) for q in export.CANDIDATES],
+                "bar": export.COSINE_BAR,
+                "check": hashlib.sha256("\x00".join(check_texts).encode()).hexdigest(),
+                "skip": sorted(skip.words) if skip is not None else None,
                 "tools": {n: metadata.version(n) for n in _TOOLS},
             },
             option=orjson.OPT_SORT_KEYS,
@@ -161,15 +167,16 @@ def fold_encoder(
     exclude: Collection[str],
     source: tuple[Path, str],
     tokenizer: Path,
-    quantization: export.Quantization,
+    check_texts: Sequence[str],
     progress: Progress,
-    precision: str = "int8",
+    skip: FunctionWords | None = None,
 ) -> Path:
     """The encoder fine-tuned without ``exclude``'s groups (``source``: the weights' directory
-    and description), quantized as the bundle was, built once and kept in the user cache under
-    a key of everything it depends on (re-running a cross-validation reuses it)."""
+    and description), quantized as a build would (checked on ``check_texts``, pooled with
+    ``skip``), built once and kept in the user cache under a key of everything it depends on
+    (re-running a cross-validation reuses it)."""
     rows = event_rows(messages, exclude)
-    key = _fold_key(rows, source[1], tokenizer, quantization, precision)
+    key = _fold_key(rows, source[1], tokenizer, check_texts, skip)
     calibration = sorted({r.text for r in rows["informative"]})
     calibration = random.Random(0).sample(calibration, min(256, len(calibration)))
 
@@ -177,7 +184,7 @@ def fold_encoder(
         tuned = finetune_across_events(
             messages, source[0], tokenizer, tmp / "work", progress, exclude
         )
-        int8_encoder(tuned.model_dir, tmp / ENCODER, quantization, calibration, precision)
+        int8_encoder(tuned.model_dir, tmp / ENCODER, check_texts, calibration, skip)
         shutil.rmtree(tmp / "work")
 
     folder = write_once(cache_root() / "event-encoders" / key, build)

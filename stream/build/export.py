@@ -25,6 +25,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import random
 import re
 import time
 import warnings
@@ -38,6 +39,7 @@ import numpy as np
 
 from stream.build.rowwise import quantize_rowwise
 from stream.build.smooth import smooth
+from stream.data.crisismmd import load_split
 from stream.errors import MissingExtraError
 from stream.models.function_words import FunctionWords
 from stream.models.links import LINK_PATTERN
@@ -50,9 +52,11 @@ __all__ = [
     "SAMPLE_TEXTS",
     "Quantization",
     "candidates_for",
+    "check_texts",
     "compare_quantizations",
     "embed",
     "export_fp32",
+    "first_passing",
     "quantize_int8",
     "source_description",
     "source_model_dir",
@@ -328,6 +332,43 @@ def quantize_int8(
         )
     finally:
         root.setLevel(level)
+
+
+def check_texts(data_dir: Path | None) -> tuple[list[str], str]:
+    """Texts the int8 encoder is checked on, and what they are: a fixed sample of real tweets
+    (informative dev split) when the dataset is here, plus the built-in samples."""
+    texts = list(SAMPLE_TEXTS)
+    if data_dir is None:
+        return texts, f"{len(texts)} built-in sample texts"
+    dev = [r.text for r in load_split(data_dir, "informative", "dev")]
+    sample = random.Random(0).sample(dev, min(256, len(dev)))
+    return sample + texts, f"{len(sample)} CrisisMMD dev tweets + {len(texts)} built-in samples"
+
+
+def first_passing(
+    fp32: Path,
+    out: Path,
+    tokenizer: Path,
+    check_texts: Sequence[str],
+    calibration: Sequence[str],
+    candidates: Sequence[Quantization] = CANDIDATES,
+    skip: FunctionWords | None = None,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Quantize ``fp32`` into ``out`` with each candidate in turn until one's min cosine to the
+    fp32 embeddings of ``check_texts`` meets :data:`COSINE_BAR` (the build's rule, shared with
+    the cross-event folds so they serve what a build would). Returns every candidate tried with
+    its cosine (the last is in ``out``; it passed unless all failed) and the fp32 reference."""
+    ref = embed(fp32, tokenizer, check_texts, skip=skip)
+    tried: list[dict[str, Any]] = []
+    for q in candidates:
+        quantize_int8(fp32, out, q, tokenizer, calibration)
+        cos = cosine_stats(embed(out, tokenizer, check_texts, skip=skip), ref)
+        tried.append({"config": q.name, "cosine_vs_fp32": cos, "quantization": q})
+        if cos["min"] >= COSINE_BAR:
+            break
+        progress(f"int8 {q.name}: min cosine {cos['min']} < {COSINE_BAR}, next candidate")
+    return tried, ref
 
 
 def embed(
