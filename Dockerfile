@@ -55,7 +55,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TEXT_ENCODER=e5
 ARG BUILD_EXTRAS=build,e5
 # With the datasets context the image gets the production bundle, its encoder fine-tuned across
-# events (about 10 minutes more on 2 cores); 0 keeps the frozen encoder (the quick bundle).
+# events (about 12 minutes more on 2 cores); 0 keeps the frozen encoder (the quick bundle).
 ARG CRISIS_STREAM_FINETUNE=1
 # a package mirror: pip reads these; unset, they are not in the environment
 ARG PIP_INDEX_URL
