@@ -153,8 +153,8 @@ def test_a_fold_encoder_is_quantized_by_the_build_rule(
         return {n.op_type for n in onnx.load(str(path)).graph.node}
 
     texts = list(export.SAMPLE_TEXTS)
-    quantized = ef.int8_encoder(tiny_bert, tmp_path / "a.onnx", texts, texts)
+    quantized = ef.export_like_a_build(tiny_bert, tmp_path / "a.onnx", texts, texts)
     assert "MatMulInteger" in ops(quantized) and not (tmp_path / "a.fp32.onnx").exists()
     monkeypatch.setattr(export, "COSINE_BAR", 1.01)
-    served = ef.int8_encoder(tiny_bert, tmp_path / "b.onnx", texts, texts)
+    served = ef.export_like_a_build(tiny_bert, tmp_path / "b.onnx", texts, texts)
     assert "MatMulInteger" not in ops(served) and "MatMul" in ops(served)

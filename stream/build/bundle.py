@@ -91,7 +91,7 @@ def _encoder_section(
         raise BundleError(f"ONNX export of {model_id} differs from torch by {diff:.2e}")
     shutil.copyfile(tokenizer, stage / TOKENIZER)
     progress(f"text encoder exported to ONNX fp32 (max |onnx - torch| = {diff:.1e})")
-    tried, ref = export.first_passing(
+    tried, q, ref = export.first_passing(
         stage / FP32,
         stage / INT8,
         stage / TOKENIZER,
@@ -101,9 +101,6 @@ def _encoder_section(
         skip,
         progress,
     )
-    q = tried[-1].pop("quantization")
-    for t in tried[:-1]:
-        del t["quantization"]
     passed = tried[-1]["cosine_vs_fp32"]["min"] >= export.COSINE_BAR
     precision = "int8" if passed else "fp32"
     speed = {

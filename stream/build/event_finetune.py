@@ -37,9 +37,9 @@ __all__ = [
     "EVENT_FINETUNE",
     "PER_GROUP",
     "event_rows",
+    "export_like_a_build",
     "finetune_across_events",
     "fold_encoder",
-    "int8_encoder",
 ]
 
 PER_GROUP = 700  # messages per event (group) fine-tuned on
@@ -107,7 +107,7 @@ def finetune_across_events(
     return result
 
 
-def int8_encoder(
+def export_like_a_build(
     model_dir: Path,
     out: Path,
     check_texts: Sequence[str],
@@ -119,7 +119,7 @@ def int8_encoder(
     another candidate than the package's); the fp32 export when no candidate passes."""
     fp32 = out.with_name(out.stem + ".fp32.onnx")
     export.export_fp32(fp32, model_dir)
-    tried, _ = export.first_passing(
+    tried, _, _ = export.first_passing(
         fp32, out, model_dir / "tokenizer.json", check_texts, calibration, skip=skip
     )
     if tried[-1]["cosine_vs_fp32"]["min"] < export.COSINE_BAR:
@@ -184,7 +184,7 @@ def fold_encoder(
         tuned = finetune_across_events(
             messages, source[0], tokenizer, tmp / "work", progress, exclude
         )
-        int8_encoder(tuned.model_dir, tmp / ENCODER, check_texts, calibration, skip)
+        export_like_a_build(tuned.model_dir, tmp / ENCODER, check_texts, calibration, skip)
         shutil.rmtree(tmp / "work")
 
     folder = write_once(cache_root() / "event-encoders" / key, build)

@@ -354,21 +354,21 @@ def first_passing(
     candidates: Sequence[Quantization] = CANDIDATES,
     skip: FunctionWords | None = None,
     progress: Callable[[str], None] = lambda _m: None,
-) -> tuple[list[dict[str, Any]], np.ndarray]:
+) -> tuple[list[dict[str, Any]], Quantization, np.ndarray]:
     """Quantize ``fp32`` into ``out`` with each candidate in turn until one's min cosine to the
     fp32 embeddings of ``check_texts`` meets :data:`COSINE_BAR` (the build's rule, shared with
     the cross-event folds so they serve what a build would). Returns every candidate tried with
-    its cosine (the last is in ``out``; it passed unless all failed) and the fp32 reference."""
+    its cosine, the last one (in ``out``; it passed unless all failed) and the fp32 reference."""
     ref = embed(fp32, tokenizer, check_texts, skip=skip)
     tried: list[dict[str, Any]] = []
     for q in candidates:
         quantize_int8(fp32, out, q, tokenizer, calibration)
         cos = cosine_stats(embed(out, tokenizer, check_texts, skip=skip), ref)
-        tried.append({"config": q.name, "cosine_vs_fp32": cos, "quantization": q})
+        tried.append({"config": q.name, "cosine_vs_fp32": cos})
         if cos["min"] >= COSINE_BAR:
             break
         progress(f"int8 {q.name}: min cosine {cos['min']} < {COSINE_BAR}, next candidate")
-    return tried, ref
+    return tried, q, ref
 
 
 def embed(
