@@ -9,14 +9,16 @@ from __future__ import annotations
 import faulthandler
 import functools
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import pytest
 
+from stream.build.encoders import MPNET_ENV
 from stream.local.broker import LocalBroker
 from stream.models.bundle import Bundle, load_bundle
 from stream.settings import Settings
@@ -140,3 +142,39 @@ def bundle() -> Bundle:
     if not (BUNDLE / "manifest.json").is_file():
         pytest.fail(f"no model bundle at {BUNDLE}: run `make models` first (make test does)")
     return load_bundle(BUNDLE)
+
+
+def tiny_model(
+    monkeypatch: pytest.MonkeyPatch, model_dir: Path, env: str, tokenizer: Path, build: Any
+) -> Path:
+    """``build(transformers)``'s randomly initialised model (seed 0) saved with ``tokenizer``
+    into ``model_dir``, which ``$env`` then names (the path online users take)."""
+    pytest.importorskip("torch", reason="building needs the build extra")
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    build(transformers).save_pretrained(str(model_dir))
+    shutil.copyfile(tokenizer, model_dir / "tokenizer.json")
+    monkeypatch.setenv(env, str(model_dir))
+    return model_dir
+
+
+@pytest.fixture
+def tiny_mpnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A 2-layer MPNet with random weights and the package MiniLM's (uncased WordPiece)
+    tokenizer, as ``$CRISIS_STREAM_MPNET_DIR``."""
+    from stream.build.export import source_model_dir
+
+    def build(transformers: Any) -> Any:
+        config = transformers.MPNetConfig(
+            vocab_size=30527,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+        return transformers.MPNetModel(config, add_pooling_layer=False)
+
+    tokenizer = source_model_dir() / "tokenizer.json"
+    return tiny_model(monkeypatch, tmp_path / "tiny-mpnet", MPNET_ENV, tokenizer, build)

@@ -20,8 +20,8 @@ from stream.errors import BundleError
 from stream.models.bundle import load_bundle
 from stream.rationale import word_shares
 
+from .conftest import tiny_model
 from .test_backtest import MULTILINGUAL
-from .test_encoders import tiny_model
 
 TEXTS = [
     "Bridge collapsed in Houston, several cars in the water",

@@ -8,10 +8,8 @@ are exercised on the MPNet architecture itself.
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -57,42 +55,6 @@ def test_split_zip_parts_are_joined_unpacked_once_and_checked(tmp_path: Path):
     no_tok = _split_zip(tmp_path, {"m/config.json": b"{}"}, 1)
     with pytest.raises(BundleError, match=r"tokenizer\.json"):
         assemble_parts(no_tok, tmp_path / "cache" / "m-3")
-
-
-def tiny_model(
-    monkeypatch: pytest.MonkeyPatch, model_dir: Path, env: str, tokenizer: Path, build: Any
-) -> Path:
-    """``build(transformers)``'s randomly initialised model (seed 0) saved with ``tokenizer``
-    into ``model_dir``, which ``$env`` then names (the path online users take)."""
-    pytest.importorskip("torch", reason="building needs the build extra")
-    transformers = pytest.importorskip("transformers")
-    import torch
-
-    torch.manual_seed(0)
-    build(transformers).save_pretrained(str(model_dir))
-    shutil.copyfile(tokenizer, model_dir / "tokenizer.json")
-    monkeypatch.setenv(env, str(model_dir))
-    return model_dir
-
-
-@pytest.fixture
-def tiny_mpnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A 2-layer MPNet with random weights and the package MiniLM's (uncased WordPiece)
-    tokenizer, as ``$CRISIS_STREAM_MPNET_DIR``."""
-    from stream.build.export import source_model_dir
-
-    def build(transformers: Any) -> Any:
-        config = transformers.MPNetConfig(
-            vocab_size=30527,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-        )
-        return transformers.MPNetModel(config, add_pooling_layer=False)
-
-    tokenizer = source_model_dir() / "tokenizer.json"
-    return tiny_model(monkeypatch, tmp_path / "tiny-mpnet", MPNET_ENV, tokenizer, build)
 
 
 def test_mpnet_bundle_builds_without_token_type_ids(tiny_mpnet: Path, tmp_path: Path):

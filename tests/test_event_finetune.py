@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -13,8 +12,6 @@ from hypothesis import strategies as st
 
 from stream.build import event_finetune as ef
 from stream.data.message import Message
-
-from .test_encoders import tiny_model
 
 
 def _messages(groups: int, per_group: int, held_every: int = 0) -> list[Message]:
@@ -59,26 +56,8 @@ def test_rows_are_a_capped_sample_of_each_group_outside_the_fold(
     assert {by_uid[u].event for u in sampled} == eligible
 
 
-@pytest.fixture
-def tiny_bert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from stream.build.export import source_model_dir
-
-    def build(transformers: Any) -> Any:
-        config = transformers.BertConfig(
-            vocab_size=30522,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-        )
-        return transformers.BertModel(config, add_pooling_layer=False)
-
-    tokenizer = source_model_dir() / "tokenizer.json"
-    return tiny_model(monkeypatch, tmp_path / "tiny-bert", "TINY_BERT_DIR", tokenizer, build)
-
-
 def test_each_fold_gets_its_own_encoder_built_once(
-    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_mpnet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """The encoder of a fold learns from the other folds' groups only, is built once (the
     second cross-validation reuses it), is built again when a label it learnt from changes,
@@ -95,10 +74,10 @@ def test_each_fold_gets_its_own_encoder_built_once(
 
     monkeypatch.setattr(ef, "finetune", spy)
     msgs = _messages(3, 12)
-    tok = tiny_bert / "tokenizer.json"
+    tok = tiny_mpnet / "tokenizer.json"
 
     def encoder(fold: list[str], messages: list[Message] = msgs) -> Path:
-        source = (tiny_bert, "tiny bert")
+        source = (tiny_mpnet, "tiny mpnet")
         return ef.fold_encoder(messages, fold, source, tok, SAMPLE_TEXTS, lambda _m: None)
 
     first, again, other = encoder(["g0"]), encoder(["g0"]), encoder(["g1"])
@@ -111,7 +90,7 @@ def test_each_fold_gets_its_own_encoder_built_once(
     assert x.shape == (2, 32) and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
 
 
-def test_a_build_with_heads_across_events_fine_tunes_across_events(tiny_bert: Path, tmp_path: Path):
+def test_a_build_with_heads_across_events_fine_tunes_on_them(tiny_mpnet: Path, tmp_path: Path):
     """``models build --finetune`` with heads across events fine-tunes on every group of the
     corpus (CrisisMMD, CrisisLexT26, Figure Eight), never on a CrisisMMD dev or test text."""
     from stream.build.bundle import _finetune
@@ -121,12 +100,12 @@ def test_a_build_with_heads_across_events_fine_tunes_across_events(tiny_bert: Pa
     from .crisis_data import make_root
 
     root = make_root(tmp_path / "data")
-    choice = replace(ENCODERS["e5"], locate=lambda: tiny_bert)
+    choice = replace(ENCODERS["e5"], locate=lambda: tiny_mpnet)
     tuned = _finetune(
         root / "crisismmd",
         tmp_path / "work",
         lambda _m: None,
-        tiny_bert / "tokenizer.json",
+        tiny_mpnet / "tokenizer.json",
         choice,
         "corpus",
     )
@@ -141,7 +120,7 @@ def test_a_build_with_heads_across_events_fine_tunes_across_events(tiny_bert: Pa
 
 
 def test_a_fold_encoder_is_quantized_by_the_build_rule(
-    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_mpnet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """A fold's encoder takes the first int8 candidate that meets the cosine bar, as a build
     does, and is served in fp32 when none does (as a build serves it)."""
@@ -153,8 +132,8 @@ def test_a_fold_encoder_is_quantized_by_the_build_rule(
         return {n.op_type for n in onnx.load(str(path)).graph.node}
 
     texts = list(export.SAMPLE_TEXTS)
-    quantized = ef.export_like_a_build(tiny_bert, tmp_path / "a.onnx", texts, texts)
+    quantized = ef.export_like_a_build(tiny_mpnet, tmp_path / "a.onnx", texts, texts)
     assert "MatMulInteger" in ops(quantized) and not (tmp_path / "a.fp32.onnx").exists()
     monkeypatch.setattr(export, "COSINE_BAR", 1.01)
-    served = ef.export_like_a_build(tiny_bert, tmp_path / "b.onnx", texts, texts)
+    served = ef.export_like_a_build(tiny_mpnet, tmp_path / "b.onnx", texts, texts)
     assert "MatMulInteger" not in ops(served) and "MatMul" in ops(served)
