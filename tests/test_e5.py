@@ -167,6 +167,17 @@ def test_e5_directory_override_must_hold_a_model(tmp_path, monkeypatch):
         e5.e5_dir()
 
 
+def test_two_e5_directories_are_described_apart(tmp_path, monkeypatch):
+    # The description keys the cache of fine-tuned fold encoders: two snapshots given in the
+    # environment must never share one.
+    described = []
+    for name in ("snapshot-a", "snapshot-b"):
+        monkeypatch.setenv(e5.E5_ENV, str(tmp_path / name))
+        described.append(e5.e5_description())
+    assert described[0] != described[1]
+    assert str(tmp_path / "snapshot-b") in described[1]
+
+
 E5_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "e5-crisis"
 
 

@@ -237,9 +237,12 @@ def e5_dir() -> Path:
 
 
 def e5_description() -> str:
-    """The manifest's ``built_from.text``."""
-    if os.environ.get(E5_ENV):
-        return f"{E5_ID} from ${E5_ENV}, 'query: ' prefix"
+    """The manifest's ``built_from.text``; also part of a fine-tuned fold encoder's cache key,
+    so a directory given in the environment is named by its path (two snapshots never share
+    a cached encoder)."""
+    override = os.environ.get(E5_ENV)
+    if override:
+        return f"{E5_ID} from ${E5_ENV}={Path(override).resolve()}, 'query: ' prefix"
     return (
         f"{E5_ID}: Q4_0 weights of {_WEIGHTS_PKG}=={metadata.version(_WEIGHTS_PKG)} dequantized "
         f"to fp32, tokenizer of {_TOKENIZER_PKG}=={metadata.version(_TOKENIZER_PKG)}, "
