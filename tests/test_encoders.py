@@ -168,3 +168,45 @@ def test_cli_offers_the_encoders():
     out = CliRunner().invoke(cli, ["models", "build", "--help"]).output
     assert "--encoder [minilm|mpnet|e5]" in out and "--drop-links / --keep-links" in out
     assert "--int8-activations [per-token|per-tensor]" in out
+
+
+def test_first_layers_are_the_same_weights_run_fewer_layers(
+    tiny_mpnet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A cut encoder's token states are the full encoder's states after that many layers."""
+    import torch
+    import transformers
+
+    from stream.build.encoders import first_layers_dir
+    from stream.build.export import load_transformer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cut = first_layers_dir(tiny_mpnet, 1)
+    assert cut != tiny_mpnet and first_layers_dir(tiny_mpnet, 1) == cut  # written once
+    assert first_layers_dir(tiny_mpnet, 2) == tiny_mpnet  # every layer: the model itself
+    with pytest.raises(BundleError, match="has 2 layers"):
+        first_layers_dir(tiny_mpnet, 3)
+    full, short = (load_transformer(transformers, d).eval() for d in (tiny_mpnet, cut))
+    assert len(short.encoder.layer) == 1
+    ids = torch.tensor([[0, 2000, 2001, 2002, 2]])
+    with torch.no_grad():
+        want = full(input_ids=ids, output_hidden_states=True).hidden_states[1]
+        got = short(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(got, want)
+
+
+def test_a_bundle_of_the_first_layers_says_so_and_exports_only_them(
+    tiny_mpnet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import onnx
+
+    from stream.build.bundle import build_bundle
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = build_bundle(tmp_path / "b", None, lambda _m: None, encoder="mpnet", layers=1)
+    m = load_bundle(out).manifest
+    assert (m.text_encoder.model_extra or {})["layers"] == 1
+    assert m.build_command.endswith("--encoder mpnet --no-image --layers 1")
+    assert m.built_from["text"].endswith("its first 1 of 2 layers")
+    names = [n.name for n in onnx.load(str(out / m.text_encoder.files["fp32"])).graph.node]
+    assert any("layer.0/" in n for n in names) and not any("layer.1/" in n for n in names)

@@ -203,6 +203,7 @@ def _command(
     heads: HeadsFrom = "corpus",
     finetune: bool = False,
     pooling: Pooling = "mean_content",
+    layers: int | None = None,
 ) -> str:
     """The ``models build`` command line that rebuilds this bundle."""
     flags = "" if choice.key == DEFAULT_ENCODER else f" --encoder {choice.key}"
@@ -214,6 +215,8 @@ def _command(
     flags += " --finetune" if finetune else ""
     if pooling != resolve_pooling(None, finetune, heads):
         flags += f" --pooling {pooling}"
+    if layers != _default_layers(choice, finetune, heads):
+        flags += f" --layers {layers}"
     return f"crisis-stream models build --out {out_dir}{flags}"
 
 
@@ -278,6 +281,11 @@ def _resolve_options(
         env = os.environ.get(FINETUNE_ENV)
         finetune = env is not None and env != "0"  # frozen unless asked: the quick bundle
     return choice, drop_links, finetune
+
+
+def _default_layers(choice: EncoderChoice, finetune: bool, heads: HeadsFrom) -> int | None:
+    """The encoder's own layer count for the recipe: cut when fine-tuned across events."""
+    return choice.tuned_layers if finetune and heads == "corpus" else None
 
 
 def _work_tokenizer(work_dir: Path, source: Path, drop_links: bool) -> Path:
@@ -397,6 +405,7 @@ def build_bundle(
     activations: export.Activations = "per-token",
     heads: HeadsFrom = "corpus",
     pooling: Pooling | None = None,
+    layers: int | None = None,
 ) -> Path:
     """Build a bundle into ``out_dir`` and return it.
 
@@ -412,9 +421,12 @@ def build_bundle(
     ``activations``: which int8 candidates to try (:func:`stream.build.export.candidates_for`);
     ``pooling``: ``mean_content`` leaves function words out of the pool and the lexicon
     (:mod:`stream.models.text`; default unless fine-tuned on CrisisMMD's splits), ``mean``
-    pools every token.
+    pools every token; ``layers``: keep the encoder's first N transformer layers (default all).
     """
     choice, drop_links, finetune = _resolve_options(encoder, drop_links, finetune)
+    if layers is None:
+        layers = _default_layers(choice, finetune, heads)
+    choice = choice.first_layers(layers)
     pooling = resolve_pooling(pooling, finetune, heads)
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -441,6 +453,8 @@ def build_bundle(
             drop_links,
             skip,
         )
+        if layers is not None:
+            section["layers"] = layers  # what a per-fold fine-tuning must cut its source to
         onnx_file = stage / section["files"][section["precision"]]
         head_list, lexicon, data_note = _fit_heads(
             data_dir, heads, choice, stage, onnx_file, progress, tuned, skip
@@ -451,7 +465,9 @@ def build_bundle(
             "name": choice.bundle_name,
             "version": BUNDLE_VERSION,
             "build_command": command
-            or _command(out_dir, choice, drop_links, image, activations, heads, finetune, pooling),
+            or _command(
+                out_dir, choice, drop_links, image, activations, heads, finetune, pooling, layers
+            ),
             "built_from": {
                 "text": choice.describe(),
                 "data": data_note,

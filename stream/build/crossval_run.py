@@ -60,6 +60,7 @@ def _fold_embeddings(
             f"{bundle} was not built from a known encoder ({', '.join(ENCODERS)}): nothing to "
             "fine-tune per fold"
         )
+    choice = choice.first_layers((enc.model_extra or {}).get("layers"))
     tokenizer = bundle / enc.tokenizer
     texts = [m.text for m in messages]
     source = (choice.locate(), choice.describe())
