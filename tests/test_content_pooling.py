@@ -176,6 +176,10 @@ def test_builds_pool_content_unless_the_encoder_is_fine_tuned_on_crisismmd_split
         "--heads crisismmd --finetune"
     )
     assert _command(out, e5, True, True, pooling="mean").endswith("--pooling mean")
+    # fine-tuned across events, e5 keeps its first 8 layers unless told otherwise
+    assert _command(out, e5, True, True, finetune=True, layers=8).endswith("--out b --finetune")
+    assert _command(out, e5, True, True, finetune=True, layers=12).endswith("--layers 12")
+    assert _command(out, e5, True, True, layers=8).endswith("--out b --layers 8")
 
 
 def test_cached_embeddings_are_keyed_by_the_pooling(tmp_path: Path):

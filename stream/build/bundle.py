@@ -215,7 +215,7 @@ def _command(
     flags += " --finetune" if finetune else ""
     if pooling != resolve_pooling(None, finetune, heads):
         flags += f" --pooling {pooling}"
-    if layers != _default_layers(choice, finetune, heads):
+    if layers is not None and layers != _default_layers(choice, finetune, heads):
         flags += f" --layers {layers}"
     return f"crisis-stream models build --out {out_dir}{flags}"
 
