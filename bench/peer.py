@@ -72,12 +72,15 @@ class Run:
 
 
 def st_dir(bundle: Bundle, out: Path) -> Path:
-    """A sentence-transformers directory: the e5 weights the bundle was built from, linked, and
-    the bundle's tokenizer (``tokenizer_config.json`` keeps transformers from rebuilding it
-    from the vocabulary, which drops the prefix template and the link normaliser)."""
+    """A sentence-transformers directory: the e5 weights the bundle was built from (cut to its
+    layers), linked, and the bundle's tokenizer (``tokenizer_config.json`` keeps transformers
+    from rebuilding it from the vocabulary, which drops the prefix template and the link
+    normaliser)."""
     from stream.build.e5 import e5_dir
+    from stream.build.encoders import first_layers_dir
 
-    src = e5_dir()
+    layers = (bundle.manifest.text_encoder.model_extra or {}).get("layers")
+    src = first_layers_dir(e5_dir(), layers) if layers else e5_dir()
     for name in ("config.json", "model.safetensors"):
         (out / name).symlink_to(src / name)
     (out / "tokenizer.json").symlink_to(

@@ -130,15 +130,22 @@ def tiny_e5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xlmr_tokenizer: Pat
 
 
 @pytest.mark.timeout(600)
-def test_e5_bundle_builds_with_the_query_prefix(tiny_e5: Path, tmp_path: Path):
-    from stream.build.bundle import build_bundle
+def test_e5_bundle_builds_with_the_query_prefix(
+    tiny_e5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from stream.build.bundle import FINETUNE_ENV, build_bundle
 
+    monkeypatch.setenv(FINETUNE_ENV, "1")  # the image's default; without data nothing is tuned
     out = build_bundle(tmp_path / "b", None, lambda _m: None, image=False, encoder="e5")
     bundle = load_bundle(out)
     m = bundle.manifest
     assert m.name == "e5-crisis" and m.text_encoder.dim == 16
     # e5 is the default encoder: its rebuild command needs no --encoder flag
-    assert m.build_command.endswith("/b --no-image") and "--encoder" not in m.build_command
+    assert (
+        m.build_command.endswith("/b --no-image --finetune") and "--encoder" not in m.build_command
+    )
+    # the 8 layers e5 keeps when fine-tuned are not cut from an encoder that was not
+    assert "layers" not in (m.text_encoder.model_extra or {})
     assert e5.E5_ENV in m.built_from["text"]
     assert "links" in (m.text_encoder.model_extra or {})["preprocessing"]
     source = e5.e5_dir()  # the env directory's weights linked, its tokenizer given the prefix

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream.build.crossval_run import _fold_embeddings
 from stream.build.encoders import MPNET_ENV, assemble_parts
 from stream.errors import BundleError
 from stream.models.bundle import load_bundle
@@ -182,7 +183,9 @@ def test_first_layers_are_the_same_weights_run_fewer_layers(
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cut = first_layers_dir(tiny_mpnet, 1)
-    assert cut != tiny_mpnet and first_layers_dir(tiny_mpnet, 1) == cut  # written once
+    written = (cut / "config.json").stat().st_mtime_ns
+    assert cut != tiny_mpnet and first_layers_dir(tiny_mpnet, 1) == cut
+    assert (cut / "config.json").stat().st_mtime_ns == written  # written once, then reused
     assert first_layers_dir(tiny_mpnet, 2) == tiny_mpnet  # every layer: the model itself
     with pytest.raises(BundleError, match="has 2 layers"):
         first_layers_dir(tiny_mpnet, 3)
@@ -210,3 +213,7 @@ def test_a_bundle_of_the_first_layers_says_so_and_exports_only_them(
     assert m.built_from["text"].endswith("its first 1 of 2 layers")
     names = [n.name for n in onnx.load(str(out / m.text_encoder.files["fp32"])).graph.node]
     assert any("layer.0/" in n for n in names) and not any("layer.1/" in n for n in names)
+    assert "first 1 layers run" in (out / "MODEL_CARD.md").read_text()
+    # a cross-validation of the recipe fine-tunes each fold's encoder from the same cut
+    _, source = _fold_embeddings(out, tmp_path, m, [], None, lambda _m: None)
+    assert source.endswith("its first 1 of 2 layers")

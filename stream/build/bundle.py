@@ -204,8 +204,10 @@ def _command(
     finetune: bool = False,
     pooling: Pooling = "mean_content",
     layers: int | None = None,
+    tuned: bool = True,
 ) -> str:
-    """The ``models build`` command line that rebuilds this bundle."""
+    """The ``models build`` command line that rebuilds this bundle (``tuned``: whether the
+    fine-tuning ran; without data it does not)."""
     flags = "" if choice.key == DEFAULT_ENCODER else f" --encoder {choice.key}"
     if drop_links != choice.drop_links:
         flags += " --drop-links" if drop_links else " --keep-links"
@@ -215,7 +217,7 @@ def _command(
     flags += " --finetune" if finetune else ""
     if pooling != resolve_pooling(None, finetune, heads):
         flags += f" --pooling {pooling}"
-    if layers is not None and layers != _default_layers(choice, finetune, heads):
+    if layers is not None and layers != _default_layers(choice, finetune and tuned, heads):
         flags += f" --layers {layers}"
     return f"crisis-stream models build --out {out_dir}{flags}"
 
@@ -284,7 +286,8 @@ def _resolve_options(
 
 
 def _default_layers(choice: EncoderChoice, finetune: bool, heads: HeadsFrom) -> int | None:
-    """The encoder's own layer count for the recipe: cut when fine-tuned across events."""
+    """The layers a build keeps unless told (None: all): the encoder's ``tuned_layers`` when
+    it is fine-tuned across events."""
     return choice.tuned_layers if finetune and heads == "corpus" else None
 
 
@@ -421,11 +424,12 @@ def build_bundle(
     ``activations``: which int8 candidates to try (:func:`stream.build.export.candidates_for`);
     ``pooling``: ``mean_content`` leaves function words out of the pool and the lexicon
     (:mod:`stream.models.text`; default unless fine-tuned on CrisisMMD's splits), ``mean``
-    pools every token; ``layers``: keep the encoder's first N transformer layers (default all).
+    pools every token; ``layers``: keep the encoder's first N transformer layers (default: the
+    encoder's ``tuned_layers`` when fine-tuned across events, else all).
     """
     choice, drop_links, finetune = _resolve_options(encoder, drop_links, finetune)
-    if layers is None:
-        layers = _default_layers(choice, finetune, heads)
+    if layers is None:  # a build without data cannot fine-tune: it keeps every layer
+        layers = _default_layers(choice, finetune and data_dir is not None, heads)
     choice = choice.first_layers(layers)
     pooling = resolve_pooling(pooling, finetune, heads)
     t0 = time.perf_counter()
@@ -466,7 +470,16 @@ def build_bundle(
             "version": BUNDLE_VERSION,
             "build_command": command
             or _command(
-                out_dir, choice, drop_links, image, activations, heads, finetune, pooling, layers
+                out_dir,
+                choice,
+                drop_links,
+                image,
+                activations,
+                heads,
+                finetune,
+                pooling,
+                layers,
+                tuned is not None,
             ),
             "built_from": {
                 "text": choice.describe(),

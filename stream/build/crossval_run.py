@@ -44,9 +44,10 @@ def _fold_embeddings(
     messages: Sequence[Message],
     skip: FunctionWords | None,
     progress: Progress,
-) -> Callable[[Sequence[str]], np.ndarray]:
+) -> tuple[Callable[[Sequence[str]], np.ndarray], str]:
     """Every message's embedding by the encoder fine-tuned without a fold (built once per
-    fold, kept in memory for the next task)."""
+    fold, kept in memory for the next task), and what the fold encoders are fine-tuned from.
+    A frozen bundle's folds get the layers a fine-tuned build of it would keep."""
     enc = manifest.text_encoder
     tuning = (enc.model_extra or {}).get("fine_tuning")
     if tuning and not str(tuning.get("recipe", "")).startswith(ACROSS_EVENTS):
@@ -60,10 +61,14 @@ def _fold_embeddings(
             f"{bundle} was not built from a known encoder ({', '.join(ENCODERS)}): nothing to "
             "fine-tune per fold"
         )
-    choice = choice.first_layers((enc.model_extra or {}).get("layers"))
+    layers = (enc.model_extra or {}).get("layers")
+    if layers is None and not tuning:  # a frozen bundle: measure the recipe a build would cut
+        layers = choice.tuned_layers
+    choice = choice.first_layers(layers)
     tokenizer = bundle / enc.tokenizer
     texts = [m.text for m in messages]
     source = (choice.locate(), choice.describe())
+    progress(f"fold encoders fine-tuned from {source[1]}")
     checks = check_texts(root / "crisismmd" if (root / "crisismmd").is_dir() else None)[0]
     memo: dict[tuple[str, ...], np.ndarray] = {}
 
@@ -75,7 +80,7 @@ def _fold_embeddings(
             memo[key] = cached_embed(onnx, tokenizer, texts, progress, skip)
         return memo[key]
 
-    return embeddings
+    return embeddings, source[1]
 
 
 def run_crossval(
@@ -116,10 +121,10 @@ def run_crossval(
     tokenizer = bundle / enc.tokenizer
     skip = pool_skip(bundle, enc)
     texts = [m.text for m in messages]
-    f32, per_fold = None, None
+    f32, per_fold, fold_source = None, None, None
     if finetune:  # every fold brings its own encoder; the shared rows are never read
         int8 = np.zeros((len(texts), enc.dim), np.float32)
-        per_fold = _fold_embeddings(bundle, root, manifest, messages, skip, progress)
+        per_fold, fold_source = _fold_embeddings(bundle, root, manifest, messages, skip, progress)
     else:
         int8 = cached_embed(bundle / enc.files["int8"], tokenizer, texts, progress, skip)
         if fp32:
@@ -141,6 +146,8 @@ def run_crossval(
     report = crossval(inputs, progress, folds, tasks, baseline, dev_first=dev_first)
     report["bundle"] = {"name": manifest.name, "version": manifest.version, "path": str(bundle)}
     report["data"] = corpus.sources
+    if fold_source is not None:
+        report["fold_encoders_from"] = fold_source
     if limit_per_group is not None:
         report["limit_per_group"] = limit_per_group
         report["protocol"] += f"; only the first {limit_per_group} messages of each group"

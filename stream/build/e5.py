@@ -238,8 +238,8 @@ def e5_dir() -> Path:
 
 def e5_description() -> str:
     """The manifest's ``built_from.text``; also part of a fine-tuned fold encoder's cache key,
-    so a directory given in the environment is named by its path (two snapshots never share
-    a cached encoder)."""
+    so a directory given in the environment is named by its path (two directories never share
+    a cached encoder; a snapshot replaced in place keeps its name)."""
     override = os.environ.get(E5_ENV)
     if override:
         return f"{E5_ID} from ${E5_ENV}={Path(override).resolve()}, 'query: ' prefix"

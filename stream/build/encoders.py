@@ -155,7 +155,7 @@ def mpnet_dir() -> Path:
 
 def _mpnet_description() -> str:
     override = os.environ.get(MPNET_ENV)
-    if override:  # named by its path: the fold encoders' cache key includes it
+    if override:  # named by its path: the fold encoders' cache key includes it (e5.py)
         return f"{MPNET_ID} from ${MPNET_ENV}={Path(override).resolve()}"
     return f"{MPNET_ID} via {', '.join(f'{p}=={metadata.version(p)}' for p in _MPNET_PARTS)}"
 

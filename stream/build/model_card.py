@@ -126,12 +126,13 @@ def render_card(manifest: dict[str, Any]) -> str:
     """The model card of a bundle, from its manifest."""
     built = manifest.get("built_from", {})
     tuning = manifest["text_encoder"].get("fine_tuning")
+    layers = manifest["text_encoder"].get("layers")
     tuned_line = (
         f"- fine-tuned: {tuning.get('recipe', 'on the CrisisMMD train split')} "
         f"({tuning.get('train_texts', '?')} texts, {tuning.get('seconds', '?')} s)"
         if tuning
         else "- frozen: the package weights as published"
-    )
+    ) + (f"; only the encoder's first {layers} layers run" if layers else "")
     lines = [
         f"# {manifest['name']} {manifest['version']}",
         "",
