@@ -68,7 +68,7 @@ def models() -> None:
     "--finetune/--no-finetune",
     default=None,
     help="fine-tune the encoder first: across events with --heads corpus (the production "
-    "bundle: `make models-tuned`, about 18 minutes on two cores), on CrisisMMD's train split "
+    "bundle: `make models-tuned`, about 11 minutes on two cores), on CrisisMMD's train split "
     "with --heads crisismmd (default: no, the quick bundle; $CRISIS_STREAM_FINETUNE=1 too)",
 )
 @click.option(
