@@ -3,9 +3,10 @@
 Why: the frozen multilingual encoder is what limits labels on a disaster nobody labelled;
 fine-tuning it on other events' labels moves messages of a *new* event too. To measure that
 honestly each fold of the cross-event protocol needs its own encoder, fine-tuned without the
-fold's events, so the recipe is kept cheap enough for two cores (8-10 minutes a fold): one
-epoch on at most :data:`PER_GROUP` messages of each event (both tasks, seeded sample), word
-embeddings frozen. Every CrisisMMD dev or test text stays out, as in every other training step.
+fold's events, so the recipe is kept cheap enough for two cores (about 10 minutes a fold, 6
+of them fine-tuning e5's 8 layers): one epoch on at most :data:`PER_GROUP` messages of each
+event (both tasks, seeded sample), word embeddings frozen. Every CrisisMMD dev or test text
+stays out, as in every other training step.
 The steering heads of the fine-tuning pool every token; the bundle's heads are fitted afterwards
 on the int8 export's embeddings with the bundle's own pooling (:mod:`stream.build.corpus_heads`),
 exactly as for the frozen encoder, and ``models crossval --finetune`` measures that combination.
