@@ -90,7 +90,8 @@ def first_layers_dir(model_dir: Path, layers: int) -> Path:
     """``model_dir`` as a ``from_pretrained`` directory of its first ``layers`` layers: its
     files linked, its config saying ``layers`` (the later layers' weights are left unread).
     Written once into the user cache; ``model_dir`` itself when it has no more layers."""
-    total = _layer_count(model_dir)
+    config = orjson.loads((model_dir / "config.json").read_bytes())
+    total = int(config["num_hidden_layers"])
     if not 1 <= layers <= total:
         raise BundleError(f"{model_dir} has {total} layers: cannot keep the first {layers}")
     if layers == total:
@@ -101,7 +102,6 @@ def first_layers_dir(model_dir: Path, layers: int) -> Path:
         for item in model_dir.iterdir():
             if item.name != "config.json":
                 (out / item.name).symlink_to(item.resolve())
-        config = orjson.loads((model_dir / "config.json").read_bytes())
         config["num_hidden_layers"] = layers
         (out / "config.json").write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
 
